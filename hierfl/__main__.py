@@ -1,0 +1,3 @@
+from hierfl.cli.app import main
+
+main()

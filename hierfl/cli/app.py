@@ -1,0 +1,33 @@
+"""The `hierfl` command line: one module per command under `hierfl/cli/`."""
+
+from __future__ import annotations
+
+import typer
+
+app = typer.Typer(
+    name="hierfl",
+    help="Hierarchical federated learning coordinated by Lua scripts inside Redis.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+
+
+def _register() -> None:
+    from hierfl.cli import init_job, node, run, server, status
+
+    app.command("init-job")(init_job.init_job)
+    app.command("node")(node.node)
+    app.command("run")(run.run)
+    app.command("status")(status.status)
+    app.add_typer(server.app, name="server")
+
+
+_register()
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,49 @@
+"""What every command shares: the --redis option, consoles, and turning errors into messages."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import Annotated, TypeVar
+
+import redis
+import typer
+from rich.console import Console
+
+from hierfl.errors import HierflError
+from hierfl.store.connection import connect, resolve_url
+
+out = Console(highlight=False)
+err = Console(stderr=True, highlight=False)
+F = TypeVar("F", bound=Callable)
+
+RedisOption = Annotated[
+    str | None,
+    typer.Option(
+        "--redis",
+        envvar="HIERFL_REDIS_URL",
+        help="Redis URL (redis://, rediss://, unix://). Default: the embedded server.",
+        show_default=False,
+    ),
+]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
+
+
+def reports_errors(command: F) -> F:
+    """hierfl's own errors end the command with their message and exit status 1."""
+
+    @functools.wraps(command)
+    def wrapper(*args, **kwargs):
+        try:
+            return command(*args, **kwargs)
+        except HierflError as exc:
+            err.print(f"[red]error:[/red] {exc}")
+            raise typer.Exit(1) from exc
+
+    return wrapper  # type: ignore[return-value]
+
+
+def open_redis(url: str | None) -> tuple[redis.Redis, str]:
+    """A checked client and the URL it uses (to hand on to node processes)."""
+    resolved = resolve_url(url)
+    return connect(resolved), resolved

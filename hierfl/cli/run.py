@@ -1,0 +1,149 @@
+"""`hierfl run SHEET`: everything on this machine — embedded Redis, deploy, one process per
+node, progress per round, the final test accuracy."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Annotated
+
+import redis
+import typer
+
+from hierfl import keys
+from hierfl.cli.common import RedisOption, open_redis, out, reports_errors
+from hierfl.deploy import deploy_job
+from hierfl.errors import HierflError
+from hierfl.jobtree import ClusterSpec
+from hierfl.sheet import load_sheet
+from hierfl.store.state import JobStatus, job_exists, read_job
+from hierfl.store.waiter import KeyWaiter
+
+#: How often the supervisor looks at its child processes when Redis is quiet (seconds).
+SUPERVISE_EVERY = 1.0
+
+
+@reports_errors
+def run(
+    sheet: Annotated[Path, typer.Argument(help="The TOML job sheet.", exists=True,
+                                          dir_okay=False)],
+    name: Annotated[str | None, typer.Option(help="Job name (default: the sheet's, "
+                                                  "made unique).")] = None,
+    rounds: Annotated[int | None, typer.Option(help="Override the sheet's rounds.",
+                                               min=1)] = None,
+    runs_dir: Annotated[Path, typer.Option(help="Where node logs go.")] = Path("runs"),
+    timeout: Annotated[float | None, typer.Option(help="Fail after this many seconds.")] = None,
+    quiet: Annotated[bool, typer.Option(help="Print only the result.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the final status as JSON.")]
+    = False,
+    redis_url: RedisOption = None,
+) -> None:
+    """Run a whole federated job locally and print its final test accuracy."""
+    job = load_sheet(sheet)
+    client, url = open_redis(redis_url)
+    job = job.with_overrides(name=name or unique_name(client, job.name),
+                             **({"rounds": rounds} if rounds else {}))
+    tree = deploy_job(client, job)
+    log_dir = runs_dir / job.name
+    log_dir.mkdir(parents=True, exist_ok=True)
+    say = (lambda *a: None) if quiet or as_json else out.print
+    say(f"job [bold]{job.name}[/bold]: {len(tree)} clusters, {node_count(tree)} nodes, "
+        f"{job.rounds} rounds; node logs in {log_dir}/")
+    procs = spawn_nodes(tree, url, log_dir)
+    try:
+        status = follow(client, job.name, procs, say, timeout)
+    finally:
+        stop_nodes(procs)
+    report(status, as_json, quiet)
+    if status.to_json()["outcome"] != "completed":
+        raise typer.Exit(1)
+
+
+def unique_name(client: redis.Redis, base: str) -> str:
+    """`base`, or `base-2`, `base-3`, ... when earlier runs used it."""
+    name, n = base, 1
+    while job_exists(client, name):
+        n += 1
+        name = f"{base}-{n}"
+    return name
+
+
+def node_count(tree: list[ClusterSpec]) -> int:
+    return sum(len(s.clients) + len(s.workers) for s in tree)
+
+
+def spawn_nodes(tree: list[ClusterSpec], url: str, log_dir: Path) -> dict[str, subprocess.Popen]:
+    env = {**os.environ, "HIERFL_REDIS_URL": url, "PYTHONUNBUFFERED": "1"}
+    procs: dict[str, subprocess.Popen] = {}
+    for spec in tree:
+        for role, ids in (("worker", spec.workers), ("client", spec.clients)):
+            for node_id in ids:
+                label = f"{spec.name}/{role}/{node_id}"
+                log = (log_dir / f"{spec.name}.{role}.{node_id}.log").open("wb")
+                cmd = [sys.executable, "-m", "hierfl", "node", "--role", role,
+                       "--cluster", spec.name, "--id", node_id]
+                procs[label] = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT,
+                                                stdin=subprocess.DEVNULL, env=env)
+                log.close()
+    return procs
+
+
+def follow(client: redis.Redis, root: str, procs: dict[str, subprocess.Popen], say,
+           timeout: float | None) -> JobStatus:
+    """Print each round's metrics as they land; return when every node has exited."""
+    started = time.monotonic()
+    shown: set[int] = set()
+    watched = [keys.job(root), keys.metrics(root)]
+    with KeyWaiter(client, watched, safety_timeout=SUPERVISE_EVERY) as waiter:
+        while True:
+            status = read_job(client, root)
+            for metric in status.metrics:
+                if metric["round"] not in shown:
+                    shown.add(metric["round"])
+                    say(f"round {metric['round']:>3}/{status.top.rounds}  accuracy "
+                        f"{metric['accuracy']:.4f}  loss {metric['loss']:.4f}  "
+                        f"[dim]{time.monotonic() - started:6.1f} s[/dim]")
+            if status.finished:
+                return status
+            check_nodes(procs)
+            if timeout is not None and time.monotonic() - started > timeout:
+                raise HierflError(f"job {root} did not finish within {timeout:.0f} s "
+                                  f"(hierfl status {root} shows where it stands)")
+            waiter.wait()
+
+
+def check_nodes(procs: dict[str, subprocess.Popen]) -> None:
+    failed = {label: p.returncode for label, p in procs.items()
+              if p.poll() is not None and p.returncode != 0}
+    if failed:
+        names = ", ".join(f"{label} (exit {code})" for label, code in sorted(failed.items()))
+        raise HierflError(f"node processes failed: {names}; see their logs")
+
+
+def stop_nodes(procs: dict[str, subprocess.Popen]) -> None:
+    for proc in procs.values():
+        if proc.poll() is None:
+            proc.terminate()
+    for proc in procs.values():
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def report(status: JobStatus, as_json: bool, quiet: bool) -> None:
+    data = status.to_json()
+    if as_json:
+        out.print_json(json.dumps(data))
+        return
+    final = data["metrics"][-1] if data["metrics"] else None
+    if data["outcome"] != "completed":
+        out.print(f"[red]job {status.root} {data['outcome']}[/red]: {data['reason'] or ''}")
+    elif final:
+        out.print(f"job {status.root} completed: final test accuracy "
+                  f"[bold]{final['accuracy']:.4f}[/bold] (loss {final['loss']:.4f}) after "
+                  f"{data['rounds']} rounds")

@@ -1,0 +1,73 @@
+"""Finding a node's slot: the one it names, or the first free one of any job (waiting for a
+job with a free slot when there is none yet)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import time
+
+import redis
+
+from hierfl import keys
+from hierfl.errors import BadInput, UnknownJob
+from hierfl.jobtree import check_cluster_name, check_node_id
+from hierfl.node.runtime import Slot
+from hierfl.protocol import ErrorCode, Role
+from hierfl.store.scripts import Scripts
+from hierfl.store.state import list_jobs
+from hierfl.store.waiter import KeyWaiter
+
+log = logging.getLogger(__name__)
+
+
+def claimant() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def claim_slot(
+    client: redis.Redis,
+    role: Role,
+    job: str | None = None,
+    cluster: str | None = None,
+    node: str | None = None,
+    timeout: float | None = None,
+) -> Slot:
+    """Claim a slot atomically (the claim_slot script); wait on the job registry if needed."""
+    scripts = Scripts(client)
+    if node and not cluster:
+        raise BadInput("--id needs --cluster: a node id is only unique within its cluster")
+    if cluster:
+        check_cluster_name(cluster)
+        if job and keys.root_of(cluster) != job:
+            raise BadInput(f"cluster {cluster} is not part of job {job}")
+        job = keys.root_of(cluster)
+    if node:
+        check_node_id(node)
+    deadline = None if timeout is None else time.monotonic() + timeout
+    with KeyWaiter(client, [keys.JOBS]) as waiter:
+        while True:
+            slot = _try_claim(scripts, client, role, job, cluster or "", node or "")
+            if slot is not None:
+                return slot
+            log.info("no free %s slot%s yet; waiting for a job", role.value,
+                     f" in {job}" if job else "")
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                raise TimeoutError(f"no free {role.value} slot appeared within {timeout:.0f} s")
+            waiter.wait(left)
+
+
+def _try_claim(scripts: Scripts, client: redis.Redis, role: Role, job: str | None,
+               cluster: str, node: str) -> Slot | None:
+    for root in [job] if job else list_jobs(client):
+        try:
+            found = scripts.claim_slot(root, role.value, claimant(), cluster, node)
+        except UnknownJob as exc:
+            if exc.code != ErrorCode.UNKNOWN_JOB or cluster:
+                raise  # a named cluster or node that does not exist is an error, not a wait
+            continue
+        if found is not None:
+            return Slot(found[0], role, found[1])
+    return None

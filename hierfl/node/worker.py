@@ -1,0 +1,106 @@
+"""A worker: aggregates its cluster's submissions; a root worker also evaluates each round."""
+
+from __future__ import annotations
+
+import numpy as np
+import redis
+
+from hierfl import keys
+from hierfl.errors import HierflError, IntegrityError
+from hierfl.learning import params as P
+from hierfl.learning.aggregation import aggregate
+from hierfl.learning.evaluation import evaluate
+from hierfl.node.runtime import NodeRuntime, Slot
+from hierfl.protocol import Field, ProcessStage, Role
+from hierfl.store.state import ClusterState, read_history, read_metrics
+
+
+class WorkerNode(NodeRuntime):
+    role = Role.WORKER
+
+    def __init__(self, client: redis.Redis, slot: Slot, **kwargs: object) -> None:
+        super().__init__(client, slot, **kwargs)
+        self.is_root = slot.cluster == slot.root
+        self.test: tuple[np.ndarray, np.ndarray] | None = None
+
+    def load_data(self) -> None:
+        if self.is_root:
+            digest = self.client.get(keys.testset(self.slot.root)).decode()
+            self.test = self.load_share(digest)
+
+    def initial_candidate(self) -> str:
+        if self.client.hexists(keys.job(self.slot.root), Field.CANDIDATE.value):
+            return ""
+        model = self.new_model(("init", self.slot.cluster, self.slot.node))
+        return self.blobs.put(P.to_bytes(P.from_model(model)))
+
+    def has_work(self, state: ClusterState) -> bool:
+        return self._must_aggregate(state) or bool(self._unscored_rounds())
+
+    def _must_aggregate(self, state: ClusterState) -> bool:
+        return (state.process_stage == ProcessStage.AGGREGATING
+                and self.slot.node not in state.uploaded)
+
+    def work(self, state: ClusterState) -> None:
+        if self._must_aggregate(state):
+            self._aggregate(state)
+        self._score_rounds()
+
+    def before_exit(self, state: ClusterState) -> None:
+        self._score_rounds()
+
+    # -- aggregation -----------------------------------------------------------------------
+
+    def _aggregate(self, state: ClusterState) -> None:
+        gen = state.generation
+        self._call("start_aggregation", self.scripts.start_aggregation, gen)
+        reference = self.global_params(state)
+        submissions = self._valid_submissions(reference)
+        rule = self.sheet.aggregation
+        result = aggregate(submissions, rule=rule.rule, trim=rule.trim)
+        digest = self.blobs.put(P.to_bytes(result))
+        self._call("upload_aggregate", self.scripts.upload_aggregate, gen, digest)
+        self.log.info("generation %d: aggregated %d submissions (%s) into %s",
+                      gen, len(submissions), rule.rule, digest[:12])
+
+    def _valid_submissions(self, reference: dict[str, np.ndarray]) -> list:
+        """This generation's submissions that verify and match the global model's layout.
+
+        Every worker applies the same checks in the same order, so honest workers still agree.
+        """
+        cluster = self.slot.cluster
+        pipe = self.client.pipeline(transaction=True)
+        pipe.hgetall(keys.submissions(cluster))
+        pipe.hgetall(keys.samples(cluster))
+        digests, samples = pipe.execute()
+        valid = []
+        for member in sorted(digests):
+            name = member.decode()
+            try:
+                params = P.from_bytes(self.blobs.get(digests[member].decode()))
+                P.check_like(params, reference)
+            except IntegrityError as exc:
+                self.log.warning("excluding %s's submission: %s", name, exc)
+                continue
+            valid.append((name, params, int(samples[member])))
+        if not valid:
+            raise HierflError(f"{self.slot}: no valid submission to aggregate")
+        return valid
+
+    # -- evaluation (root workers) ---------------------------------------------------------
+
+    def _unscored_rounds(self) -> dict[int, str]:
+        if not self.is_root or self.test is None:
+            return {}
+        scored = {m["round"] for m in read_metrics(self.client, self.slot.root)}
+        history = read_history(self.client, self.slot.root)
+        return {r: d for r, d in history.items() if r not in scored}
+
+    def _score_rounds(self) -> None:
+        for round_, digest in sorted(self._unscored_rounds().items()):
+            model = self.new_model(("eval",))
+            P.into_model(model, P.from_bytes(self.blobs.get(digest)))
+            accuracy, loss = evaluate(model, *self.test)
+            self.scripts.record_metric(self.slot.root, self.slot.node, round_, digest,
+                                       accuracy, loss)
+            self.log.info("round %d: test accuracy %.4f, loss %.4f", round_, accuracy, loss)

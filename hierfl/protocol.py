@@ -1,0 +1,164 @@
+"""The coordination protocol, written once.
+
+Every stage and status number, every cluster-hash field name, every error code and every legal
+node transition is defined here. The Lua scripts receive these as a generated include
+(`hierfl.store.loader.constants_lua`), and the Python side builds its `transitions` machine from
+the same table, so the two cannot drift apart.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum, IntEnum
+
+
+class NodeStatus(IntEnum):
+    """Status of one member of a cluster (a client, a worker or a sub-cluster)."""
+
+    DEPLOYED = 0
+    JOBSHEET_ACKED = 1
+    DATASET_ACKED = 2
+    BUSY = 3
+    DONE = 4
+    EXITED = 5
+
+
+class ProcessStage(IntEnum):
+    """What a cluster is doing."""
+
+    IDLE = 0
+    TRAINING = 1
+    AGGREGATING = 2
+    FINISHED = 3
+
+
+class Role(str, Enum):
+    CLIENT = "client"
+    WORKER = "worker"
+
+
+class Outcome(str, Enum):
+    """How a finished job ended (the root's `outcome` field)."""
+
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+
+
+class ErrorCode(str, Enum):
+    """Error codes a script may answer with; the reply reads `CODE message`."""
+
+    ILLEGAL_TRANSITION = "ILLEGAL_TRANSITION"
+    STALE_GENERATION = "STALE_GENERATION"
+    UNKNOWN_JOB = "UNKNOWN_JOB"
+    UNKNOWN_CLUSTER = "UNKNOWN_CLUSTER"
+    UNKNOWN_NODE = "UNKNOWN_NODE"
+    JOB_EXISTS = "JOB_EXISTS"
+    MISSING_BLOB = "MISSING_BLOB"
+    BAD_ARGUMENT = "BAD_ARGUMENT"
+
+
+class Field(str, Enum):
+    """Fields of a cluster hash (`hierfl:{ROOT}:job:CLUSTER`)."""
+
+    NAME = "name"
+    ROOT = "root"
+    PARENT = "parent"
+    LEVEL = "level"
+    CHILDREN = "children"  # comma-separated sub-cluster names
+    N_CLIENTS = "n_clients"  # members of the clients hash, sub-clusters included
+    N_WORKERS = "n_workers"
+    JOBSHEET_FLAG = "jobsheet_flag"
+    DATASET_FLAG = "dataset_flag"
+    CLIENT_STAGE = "client_stage"
+    WORKER_STAGE = "worker_stage"
+    PROCESS_STAGE = "process_stage"
+    GENERATION = "generation"
+    ROUND = "round"
+    ROUNDS = "rounds"
+    EPOCH = "epoch"
+    CLUSTER_EPOCHS = "cluster_epochs"
+    GLOBAL = "global"
+    SAMPLES = "samples"  # training samples under this cluster in its last local round
+    CANDIDATE = "candidate"  # root only: the first worker's initial parameters
+    OUTCOME = "outcome"  # root only
+    REASON = "reason"  # root only: why the job failed
+    CREATED_AT = "created_at"
+    UPDATED_AT = "updated_at"
+
+
+#: Flag fields are "0" or "1".
+FLAG_DOWN, FLAG_UP = 0, 1
+
+#: The capped length of a job's event stream.
+EVENTS_MAXLEN = 10_000
+
+
+@dataclass(frozen=True)
+class Transition:
+    """A status change a node asks for with one script call."""
+
+    name: str  # also the script's file name: lua/<name>.lua
+    roles: tuple[Role, ...]
+    source: tuple[NodeStatus, ...]
+    dest: NodeStatus
+    process_stage: ProcessStage | None = None  # the cluster must be in this stage
+    flag: Field | None = None  # ... and have this flag up
+    fenced: bool = False  # the call carries the generation it belongs to
+
+
+BOTH = (Role.CLIENT, Role.WORKER)
+S = NodeStatus
+
+#: Node transitions, in protocol order. Sub-cluster members move by the cascade (`CASCADE`).
+TRANSITIONS: tuple[Transition, ...] = (
+    Transition("ack_jobsheet", BOTH, (S.DEPLOYED,), S.JOBSHEET_ACKED, flag=Field.JOBSHEET_FLAG),
+    Transition("ack_dataset", BOTH, (S.JOBSHEET_ACKED,), S.DATASET_ACKED, flag=Field.DATASET_FLAG),
+    Transition(
+        "start_training", (Role.CLIENT,), (S.DATASET_ACKED, S.DONE), S.BUSY,
+        process_stage=ProcessStage.TRAINING, fenced=True,
+    ),
+    Transition(
+        "submit_params", (Role.CLIENT,), (S.BUSY,), S.DONE,
+        process_stage=ProcessStage.TRAINING, fenced=True,
+    ),
+    Transition(
+        "start_aggregation", (Role.WORKER,), (S.DATASET_ACKED, S.DONE), S.BUSY,
+        process_stage=ProcessStage.AGGREGATING, fenced=True,
+    ),
+    Transition(
+        "upload_aggregate", (Role.WORKER,), (S.BUSY,), S.DONE,
+        process_stage=ProcessStage.AGGREGATING, fenced=True,
+    ),
+    Transition(
+        "ack_exit", BOTH,
+        (S.DEPLOYED, S.JOBSHEET_ACKED, S.DATASET_ACKED, S.BUSY, S.DONE), S.EXITED,
+        process_stage=ProcessStage.FINISHED,
+    ),
+)
+
+TRANSITION_BY_NAME = {t.name: t for t in TRANSITIONS}
+
+
+@dataclass(frozen=True)
+class CascadeStep:
+    """A sub-cluster's status change in its parent, made by the cascade inside a script."""
+
+    source: tuple[NodeStatus, ...]
+    dest: NodeStatus
+    when: str
+
+
+#: How a sub-cluster moves as a member of its parent (documentation and diagrams).
+CASCADE: tuple[CascadeStep, ...] = (
+    CascadeStep((S.DEPLOYED,), S.JOBSHEET_ACKED, "its client and worker stages reach 1"),
+    CascadeStep((S.JOBSHEET_ACKED,), S.DATASET_ACKED, "its client and worker stages reach 2"),
+    CascadeStep((S.DATASET_ACKED, S.DONE), S.BUSY, "its parent starts a generation"),
+    CascadeStep((S.BUSY,), S.DONE, "its consensus after the last cluster epoch"),
+    CascadeStep((S.DONE,), S.EXITED, "its client and worker stages reach 5"),
+)
+
+
+def stage_of(statuses: list[int]) -> int:
+    """A cluster's client or worker stage: the lowest status of its members."""
+    return min(statuses) if statuses else int(NodeStatus.EXITED)

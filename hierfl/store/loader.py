@@ -1,0 +1,144 @@
+"""Loads the Lua scripts: inlines ``--- @include "lib/x"`` lines and the generated constants.
+
+Each include is inlined once, at its first mention, in order (like BullMQ's loader). A missing or
+circular include is reported with the file and line that asked for it. The include
+``generated/constants`` is not a file: it is rendered from `hierfl.protocol` and `hierfl.keys`,
+so the scripts and the Python side share one definition of every number and name.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from hierfl import keys, protocol
+from hierfl.errors import HierflError
+
+INCLUDE = re.compile(r'^\s*---\s*@include\s+"([^"]+)"\s*$')
+GENERATED = "generated/constants"
+
+
+class LoaderError(HierflError):
+    """A script's includes cannot be resolved."""
+
+
+def lua_dir() -> Path:
+    """The scripts ship inside the wheel (hierfl/lua) or sit at the checkout's top (lua/)."""
+    here = Path(__file__).resolve().parent.parent
+    for candidate in (here / "lua", here.parent / "lua"):
+        if candidate.is_dir():
+            return candidate
+    raise LoaderError(f"cannot find the Lua scripts next to {here}")
+
+
+def script_names(directory: Path | None = None) -> list[str]:
+    """Every transition script (top-level ``*.lua``), sorted."""
+    return sorted(p.stem for p in (directory or lua_dir()).glob("*.lua"))
+
+
+@dataclass
+class _Assembly:
+    directory: Path
+    seen: set[str] = field(default_factory=set)
+    stack: list[str] = field(default_factory=list)
+    parts: list[str] = field(default_factory=list)
+
+
+def load_script(name: str, directory: Path | None = None) -> str:
+    """The full source of ``lua/<name>.lua`` with every include inlined once."""
+    asm = _Assembly(directory or lua_dir())
+    _inline(asm, name, requested_by=None)
+    return "\n".join(asm.parts)
+
+
+def _inline(asm: _Assembly, name: str, requested_by: str | None) -> None:
+    if name in asm.stack:
+        cycle = " -> ".join([*asm.stack[asm.stack.index(name) :], name])
+        raise LoaderError(f"circular include at {requested_by}: {cycle}")
+    if name in asm.seen:
+        return
+    asm.seen.add(name)
+    if name == GENERATED:
+        asm.parts.append(constants_lua())
+        return
+    path = asm.directory / f"{name}.lua"
+    if not path.is_file():
+        where = requested_by or "<top>"
+        raise LoaderError(f'{where}: @include "{name}" not found (looked for {path})')
+    asm.stack.append(name)
+    for lineno, line in enumerate(path.read_text().splitlines(), start=1):
+        match = INCLUDE.match(line)
+        if match:
+            _inline(asm, match.group(1), requested_by=f"{path.name}:{lineno}")
+        else:
+            asm.parts.append(line)
+    asm.stack.pop()
+
+
+# --- the generated constants -------------------------------------------------------------------
+
+
+def _lua_str(value: str) -> str:
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _enum_table(name: str, members: dict[str, object]) -> str:
+    body = ", ".join(
+        f"{k} = {_lua_str(v) if isinstance(v, str) else v}" for k, v in members.items()
+    )
+    return f"local {name} = {{ {body} }}"
+
+
+def _key_function(kind: str, template: str) -> str:
+    """``hierfl:{{{root}}}:job:{cluster}`` -> a Lua function building the same string."""
+    pieces = re.split(r"(\{\{\{\w+\}\}\}|\{\w+\})", template)
+    params: list[str] = []
+    terms: list[str] = []
+    for piece in pieces:
+        if not piece:
+            continue
+        tagged = re.fullmatch(r"\{\{\{(\w+)\}\}\}", piece)
+        plain = re.fullmatch(r"\{(\w+)\}", piece)
+        if tagged or plain:
+            param = (tagged or plain).group(1)
+            if param not in params:
+                params.append(param)
+            terms.append(f'"{{" .. {param} .. "}}"' if tagged else param)
+        else:
+            terms.append(_lua_str(piece))
+    return f"KEY.{kind} = function({', '.join(params)}) return {' .. '.join(terms)} end"
+
+
+def _transition_table() -> str:
+    rows = []
+    for t in protocol.TRANSITIONS:
+        roles = ", ".join(f"{r.value} = true" for r in t.roles)
+        source = ", ".join(f"[{int(s)}] = true" for s in t.source)
+        stage = "nil" if t.process_stage is None else int(t.process_stage)
+        flag = "nil" if t.flag is None else _lua_str(t.flag.value)
+        rows.append(
+            f"  {t.name} = {{ roles = {{ {roles} }}, source = {{ {source} }}, "
+            f"dest = {int(t.dest)}, process_stage = {stage}, flag = {flag}, "
+            f"fenced = {str(t.fenced).lower()} }},"
+        )
+    return "local TRANSITIONS = {\n" + "\n".join(rows) + "\n}"
+
+
+def constants_lua() -> str:
+    """The Lua rendering of `hierfl.protocol` and `hierfl.keys` (never edited by hand)."""
+    lines = [
+        "-- generated from hierfl/protocol.py and hierfl/keys.py by hierfl/store/loader.py",
+        _enum_table("STATUS", {s.name: int(s) for s in protocol.NodeStatus}),
+        _enum_table("STAGE", {s.name: int(s) for s in protocol.ProcessStage}),
+        _enum_table("F", {f.name: f.value for f in protocol.Field}),
+        _enum_table("ERR", {e.name: e.value for e in protocol.ErrorCode}),
+        _enum_table("OUTCOME", {o.name: o.value for o in protocol.Outcome}),
+        _enum_table("FLAG", {"DOWN": protocol.FLAG_DOWN, "UP": protocol.FLAG_UP}),
+        f"local EVENTS_MAXLEN = {protocol.EVENTS_MAXLEN}",
+        "local KEY = {}",
+        *(_key_function(kind, tpl) for kind, tpl in keys.TEMPLATES.items()),
+        f"KEY.jobs = function() return {_lua_str(keys.JOBS)} end",
+        _transition_table(),
+    ]
+    return "\n".join(lines)

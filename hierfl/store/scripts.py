@@ -1,0 +1,104 @@
+"""One Python method per Lua script, with its keys and arguments named in header order.
+
+Scripts run through redis-py's `Script` objects: EVALSHA, and SCRIPT LOAD again after a
+NOSCRIPT reply (a restarted or flushed server). A script's refusal comes back as a
+`hierfl.errors.ScriptError` subclass; nothing was changed.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+
+import redis
+
+from hierfl import keys
+from hierfl.errors import from_script_reply
+from hierfl.jobtree import ClusterSpec
+from hierfl.store.loader import load_script, script_names
+
+
+def _text(value: object) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+class Scripts:
+    """The Lua layer as Python methods, bound to one Redis client."""
+
+    def __init__(self, client: redis.Redis) -> None:
+        self.client = client
+        self._scripts = {name: client.register_script(load_script(name)) for name in script_names()}
+
+    def _call(self, name: str, keys_: Sequence[str], args: Sequence[object]) -> object:
+        try:
+            return self._scripts[name](keys=list(keys_), args=[_text(a) for a in args])
+        except redis.ResponseError as exc:
+            translated = from_script_reply(str(exc))
+            if translated is None:
+                raise
+            raise translated from None
+
+    # -- the tree --------------------------------------------------------------------------
+
+    def deploy(
+        self,
+        root: str,
+        tree: list[ClusterSpec],
+        sheet: str,
+        rounds: int,
+        shares: dict[str, dict[str, str]],
+        testset: str,
+    ) -> int:
+        tree_json = json.dumps([spec.to_json() for spec in tree])
+        args = [root, tree_json, sheet, rounds, json.dumps(shares), testset]
+        return int(self._call("deploy", [keys.job(root)], args))
+
+    def register_job(self, root: str) -> bool:
+        return bool(self._call("register_job", [keys.JOBS], [root]))
+
+    def claim_slot(
+        self, root: str, role: str, claimant: str, cluster: str = "", node: str = ""
+    ) -> tuple[str, str] | None:
+        reply = self._call("claim_slot", [keys.job(root)], [root, role, claimant, cluster, node])
+        if not reply:
+            return None
+        cluster_name, node_id = reply
+        return _text(cluster_name), _text(node_id)
+
+    # -- node transitions ------------------------------------------------------------------
+
+    def ack_jobsheet(self, cluster: str, role: str, node: str) -> int:
+        return int(self._call("ack_jobsheet", [keys.job(cluster)], [cluster, role, node]))
+
+    def ack_dataset(self, cluster: str, role: str, node: str, candidate: str = "") -> int:
+        args = [cluster, role, node, candidate]
+        return int(self._call("ack_dataset", [keys.job(cluster)], args))
+
+    def start_training(self, cluster: str, role: str, node: str, generation: int) -> int:
+        args = [cluster, role, node, generation]
+        return int(self._call("start_training", [keys.job(cluster)], args))
+
+    def submit_params(
+        self, cluster: str, role: str, node: str, generation: int, digest: str, samples: int
+    ) -> int:
+        args = [cluster, role, node, generation, digest, samples]
+        return int(self._call("submit_params", [keys.job(cluster)], args))
+
+    def start_aggregation(self, cluster: str, role: str, node: str, generation: int) -> int:
+        args = [cluster, role, node, generation]
+        return int(self._call("start_aggregation", [keys.job(cluster)], args))
+
+    def upload_aggregate(
+        self, cluster: str, role: str, node: str, generation: int, digest: str
+    ) -> int:
+        args = [cluster, role, node, generation, digest]
+        return int(self._call("upload_aggregate", [keys.job(cluster)], args))
+
+    def ack_exit(self, cluster: str, role: str, node: str) -> int:
+        return int(self._call("ack_exit", [keys.job(cluster)], [cluster, role, node]))
+
+    def record_metric(
+        self, root: str, node: str, round_: int, digest: str, accuracy: float, loss: float
+    ) -> bool:
+        args = [root, node, round_, digest, repr(float(accuracy)), repr(float(loss))]
+        return bool(self._call("record_metric", [keys.job(root)], args))

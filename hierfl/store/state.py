@@ -1,0 +1,226 @@
+"""Reading job state: one cluster in one round trip, or a whole tree level by level.
+
+Readers never write. `ClusterState` is a frozen snapshot; `JobStatus.to_json` is the shape
+`hierfl status --json` prints.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+
+import redis
+
+from hierfl import keys
+from hierfl.protocol import Field, NodeStatus, Outcome, ProcessStage
+
+
+def _s(value: bytes | str | None) -> str:
+    if value is None:
+        return ""
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def _decode_map(raw: dict) -> dict[str, str]:
+    return {_s(k): _s(v) for k, v in raw.items()}
+
+
+@dataclass(frozen=True)
+class ClusterState:
+    name: str
+    fields: dict[str, str]
+    clients: dict[str, int]
+    workers: dict[str, int]
+    submitted: frozenset[str] = frozenset()
+    uploaded: frozenset[str] = frozenset()
+
+    def _int(self, f: Field) -> int:
+        return int(self.fields.get(f.value) or 0)
+
+    @property
+    def parent(self) -> str:
+        return self.fields.get(Field.PARENT.value, "")
+
+    @property
+    def children(self) -> list[str]:
+        text = self.fields.get(Field.CHILDREN.value, "")
+        return [c for c in text.split(",") if c]
+
+    @property
+    def jobsheet_flag(self) -> bool:
+        return self._int(Field.JOBSHEET_FLAG) == 1
+
+    @property
+    def dataset_flag(self) -> bool:
+        return self._int(Field.DATASET_FLAG) == 1
+
+    @property
+    def process_stage(self) -> ProcessStage:
+        return ProcessStage(self._int(Field.PROCESS_STAGE))
+
+    @property
+    def client_stage(self) -> int:
+        return self._int(Field.CLIENT_STAGE)
+
+    @property
+    def worker_stage(self) -> int:
+        return self._int(Field.WORKER_STAGE)
+
+    @property
+    def generation(self) -> int:
+        return self._int(Field.GENERATION)
+
+    @property
+    def round(self) -> int:
+        return self._int(Field.ROUND)
+
+    @property
+    def rounds(self) -> int:
+        return self._int(Field.ROUNDS)
+
+    @property
+    def epoch(self) -> int:
+        return self._int(Field.EPOCH)
+
+    @property
+    def cluster_epochs(self) -> int:
+        return self._int(Field.CLUSTER_EPOCHS)
+
+    @property
+    def global_digest(self) -> str:
+        return self.fields.get(Field.GLOBAL.value, "")
+
+    @property
+    def outcome(self) -> str:
+        return self.fields.get(Field.OUTCOME.value, "")
+
+    @property
+    def exited(self) -> bool:
+        return self.client_stage == NodeStatus.EXITED and self.worker_stage == NodeStatus.EXITED
+
+    def status_of(self, role: str, node: str) -> int | None:
+        return (self.clients if role == "client" else self.workers).get(node)
+
+    def to_json(self) -> dict:
+        return {
+            "parent": self.parent or None,
+            "process_stage": int(self.process_stage),
+            "client_stage": self.client_stage,
+            "worker_stage": self.worker_stage,
+            "generation": self.generation,
+            "round": self.round,
+            "epoch": self.epoch,
+            "cluster_epochs": self.cluster_epochs,
+            "jobsheet_flag": self.jobsheet_flag,
+            "dataset_flag": self.dataset_flag,
+            "global": self.global_digest or None,
+            "clients": dict(sorted(self.clients.items())),
+            "workers": dict(sorted(self.workers.items())),
+        }
+
+
+def _queue_cluster(pipe: redis.client.Pipeline, cluster: str) -> None:
+    pipe.hgetall(keys.job(cluster))
+    pipe.hgetall(keys.clients(cluster))
+    pipe.hgetall(keys.workers(cluster))
+    pipe.hkeys(keys.submissions(cluster))
+    pipe.hkeys(keys.aggregates(cluster))
+
+
+def _cluster_from(cluster: str, replies: list) -> ClusterState | None:
+    job, clients, workers, submitted, uploaded = replies
+    if not job:
+        return None
+    return ClusterState(
+        name=cluster,
+        fields=_decode_map(job),
+        clients={k: int(v) for k, v in _decode_map(clients).items()},
+        workers={k: int(v) for k, v in _decode_map(workers).items()},
+        submitted=frozenset(_s(k) for k in submitted),
+        uploaded=frozenset(_s(k) for k in uploaded),
+    )
+
+
+def read_cluster(client: redis.Redis, cluster: str) -> ClusterState | None:
+    """One cluster's hash, members and this generation's uploads, in one round trip."""
+    pipe = client.pipeline(transaction=True)
+    _queue_cluster(pipe, cluster)
+    return _cluster_from(cluster, pipe.execute())
+
+
+@dataclass
+class JobStatus:
+    root: str
+    clusters: dict[str, ClusterState] = field(default_factory=dict)  # pre-order
+    metrics: list[dict] = field(default_factory=list)
+
+    @property
+    def top(self) -> ClusterState:
+        return self.clusters[self.root]
+
+    @property
+    def finished(self) -> bool:
+        return self.top.exited
+
+    def to_json(self) -> dict:
+        top = self.top
+        return {
+            "job": self.root,
+            "finished": self.finished,
+            "outcome": top.outcome or Outcome.RUNNING.value,
+            "reason": top.fields.get(Field.REASON.value) or None,
+            "round": top.round,
+            "rounds": top.rounds,
+            "clusters": {name: c.to_json() for name, c in self.clusters.items()},
+            "metrics": self.metrics,
+        }
+
+
+def read_job(client: redis.Redis, root: str) -> JobStatus | None:
+    """The whole tree, read level by level (one pipeline per level), plus the metrics."""
+    status = JobStatus(root)
+    level = [root]
+    found: dict[str, ClusterState] = {}
+    while level:
+        pipe = client.pipeline(transaction=False)
+        for cluster in level:
+            _queue_cluster(pipe, cluster)
+        replies = pipe.execute()
+        next_level: list[str] = []
+        for i, cluster in enumerate(level):
+            state = _cluster_from(cluster, replies[i * 5 : (i + 1) * 5])
+            if state is not None:
+                found[cluster] = state
+                next_level.extend(state.children)
+        level = next_level
+    if root not in found:
+        return None
+    _preorder(found, root, status.clusters)
+    status.metrics = read_metrics(client, root)
+    return status
+
+
+def _preorder(found: dict[str, ClusterState], name: str, out: dict[str, ClusterState]) -> None:
+    out[name] = found[name]
+    for child in found[name].children:
+        if child in found:
+            _preorder(found, child, out)
+
+
+def read_metrics(client: redis.Redis, root: str) -> list[dict]:
+    raw = _decode_map(client.hgetall(keys.metrics(root)))
+    return sorted((json.loads(v) for v in raw.values()), key=lambda m: m["round"])
+
+
+def read_history(client: redis.Redis, root: str) -> dict[int, str]:
+    return {int(k): v for k, v in _decode_map(client.hgetall(keys.history(root))).items()}
+
+
+def job_exists(client: redis.Redis, root: str) -> bool:
+    return bool(client.exists(keys.job(root)))
+
+
+def list_jobs(client: redis.Redis) -> list[str]:
+    """Registered job names, oldest first."""
+    raw = _decode_map(client.hgetall(keys.JOBS))
+    return [name for name, _ in sorted(raw.items(), key=lambda kv: (int(kv[1]), kv[0]))]

@@ -1,0 +1,101 @@
+"""Waiting without polling: block on keyspace notifications, re-read the truth when woken.
+
+Order matters: subscribe, wait for the server's confirmation, and only then read the state, so
+a change made between the read and the wait still wakes us. Notifications are hints and the
+hash is the truth: the caller re-reads on every wake-up, and a bounded safety timeout covers a
+notification lost to a reconnect.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from typing import TypeVar
+
+import redis
+
+from hierfl.errors import RedisUnavailable
+from hierfl.store.connection import keyspace_channel
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+#: Seconds a waiter blocks before re-reading anyway (a lost notification costs at most this).
+SAFETY_TIMEOUT = 5.0
+#: How long the server may take to confirm a subscription.
+CONFIRM_TIMEOUT = 5.0
+
+
+class KeyWaiter:
+    """Wakes when any of the watched keys changes. Use as a context manager."""
+
+    def __init__(
+        self, client: redis.Redis, watched: list[str], safety_timeout: float = SAFETY_TIMEOUT
+    ) -> None:
+        self.client = client
+        self.channels = [keyspace_channel(client, key) for key in watched]
+        self.safety_timeout = safety_timeout
+        self.pubsub: redis.client.PubSub | None = None
+        self.wakeups = 0  # notifications received (for tests and benchmarks)
+
+    def __enter__(self) -> KeyWaiter:
+        self.pubsub = self.client.pubsub(ignore_subscribe_messages=False)
+        self.pubsub.subscribe(*self.channels)
+        self._await_confirmations()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self.pubsub is not None:
+            self.pubsub.close()
+            self.pubsub = None
+
+    def _await_confirmations(self) -> None:
+        pending = set(self.channels)
+        deadline = time.monotonic() + CONFIRM_TIMEOUT
+        while pending:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise RedisUnavailable(f"the server did not confirm the subscription to {pending}")
+            message = self.pubsub.get_message(timeout=left)
+            if message and message["type"] == "subscribe":
+                channel = message["channel"]
+                pending.discard(channel.decode() if isinstance(channel, bytes) else channel)
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until a watched key changes (True) or the timeout passes (False).
+
+        Every notification already queued is consumed too, so one re-read covers a burst.
+        """
+        assert self.pubsub is not None, "use KeyWaiter as a context manager"
+        limit = self.safety_timeout if timeout is None else timeout
+        message = self.pubsub.get_message(timeout=limit)
+        woke = bool(message and message["type"] == "message")
+        while message is not None:
+            message = self.pubsub.get_message(timeout=0)
+            woke = woke or bool(message and message["type"] == "message")
+        if woke:
+            self.wakeups += 1
+        return woke
+
+    def until(
+        self, read: Callable[[], T], ready: Callable[[T], bool], deadline: float | None = None
+    ) -> T:
+        """Re-read on every wake-up until `ready(read())`; returns that state.
+
+        `deadline` (a `time.monotonic()` value) bounds the whole wait: TimeoutError after it.
+        """
+        while True:
+            state = read()
+            if ready(state):
+                return state
+            timeout = self.safety_timeout
+            if deadline is not None:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise TimeoutError("the awaited state did not come in time")
+                timeout = min(timeout, left)
+            self.wait(timeout)

@@ -1,0 +1,46 @@
+--[[
+  record_metric: a root worker stores the test accuracy and loss of the global model after a
+  round. The first report for a round is kept (honest workers compute the same figures).
+
+  Preconditions: the node is a worker of the root cluster; the digest is the global agreed
+  after that round (round 0 = the initial model).
+  KEYS[1] job        the root cluster hash            hierfl:{ROOT}:job:ROOT
+  ARGV[1] root       the root job name
+  ARGV[2] node       the worker id
+  ARGV[3] round      the round the model closed
+  ARGV[4] digest     the evaluated global's digest
+  ARGV[5] accuracy   test accuracy in [0, 1]
+  ARGV[6] loss       mean test loss
+  Returns: 1 when stored, 0 when the round had a report already
+  Errors: UNKNOWN_JOB, UNKNOWN_NODE, BAD_ARGUMENT
+  Writes: metrics; events
+]]
+--- @include "lib/util"
+--- @include "lib/event"
+
+local function main()
+  local root, node, round = ARGV[1], ARGV[2], ARGV[3]
+  local accuracy, loss = tonumber(ARGV[5]), tonumber(ARGV[6])
+  if redis.call("EXISTS", KEYS[1]) == 0 then
+    refuse(ERR.UNKNOWN_JOB, "job=" .. root .. ": no such job")
+  end
+  if redis.call("HEXISTS", KEY.workers(root, root), node) == 0 then
+    refuse(ERR.UNKNOWN_NODE, "job=" .. root .. " node=worker/" .. node
+      .. ": only a worker of the root cluster records metrics")
+  end
+  if redis.call("HGET", KEY.history(root), round) ~= ARGV[4] then
+    refuse(ERR.BAD_ARGUMENT, "job=" .. root .. " node=worker/" .. node .. ": " .. ARGV[4]
+      .. " is not the global model of round " .. round)
+  end
+  if not accuracy or not loss or accuracy < 0 or accuracy > 1 or loss ~= loss then
+    refuse(ERR.BAD_ARGUMENT, "job=" .. root .. " node=worker/" .. node
+      .. ": accuracy must be in [0, 1] and loss a number")
+  end
+  local report = cjson.encode({ round = tonumber(round), accuracy = accuracy, loss = loss,
+    at = now_ms() })
+  if redis.call("HSETNX", KEY.metrics(root), round, report) == 0 then return 0 end
+  emit(root, root, "worker/" .. node, "metric", "", "", { "accuracy", accuracy, "loss", loss })
+  return 1
+end
+
+return run(main)

@@ -33,6 +33,9 @@ TEMPLATES: dict[str, str] = {
 #: index across trees, written by its own script.
 JOBS = "hierfl:jobs"
 
+#: Scratch keys for probing whether keyspace notifications arrive (deleted at once).
+PROBE = "hierfl:probe:{token}"
+
 
 def root_of(cluster: str) -> str:
     """The root job name of a cluster job name (``demo#0_1`` -> ``demo``)."""

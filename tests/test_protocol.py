@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import pytest
-
 from driver import Driver
+
 from hierfl import keys
 from hierfl.errors import IllegalTransition, JobExists, ScriptError, StaleGeneration, UnknownJob
 from hierfl.protocol import ErrorCode, NodeStatus, Outcome, ProcessStage

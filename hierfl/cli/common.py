@@ -9,6 +9,7 @@ from typing import Annotated, TypeVar
 import redis
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from hierfl.errors import HierflError
 from hierfl.store.connection import connect, resolve_url
@@ -37,7 +38,7 @@ def reports_errors(command: F) -> F:
         try:
             return command(*args, **kwargs)
         except HierflError as exc:
-            err.print(f"[red]error:[/red] {exc}")
+            err.print(f"[red]error:[/red] {escape(str(exc))}")
             raise typer.Exit(1) from exc
 
     return wrapper  # type: ignore[return-value]

@@ -1,0 +1,77 @@
+"""`hierfl server start|stop|status`: manage the embedded Redis server by hand.
+
+Other commands start the server on demand; these exist to stop it, to see where it lives, and
+to start it ahead of nodes launched elsewhere on this machine.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from hierfl.errors import HierflError
+from hierfl.store.server import EmbeddedServer
+
+app = typer.Typer(help="Manage the embedded Redis server.", no_args_is_help=True)
+
+_out = Console()
+_err = Console(stderr=True)
+T = TypeVar("T")
+
+
+def _or_exit(action: Callable[[], T]) -> T:
+    """Run `action`; turn hierfl's own errors into a message and exit status 1."""
+    try:
+        return action()
+    except HierflError as exc:
+        _err.print(f"[red]error:[/red] {exc}", markup=True, highlight=False)
+        raise typer.Exit(1) from exc
+
+
+@app.command()
+def start() -> None:
+    """Start the embedded Redis server (or report the one already running)."""
+    server = _or_exit(lambda: EmbeddedServer().start())
+    pid = server.status()["pid"]
+    verb = "already running" if server.reused else "started"
+    _out.print(f"Redis {verb}: {server.url} (pid {pid}, dir {server.home})", highlight=False)
+
+
+@app.command()
+def stop() -> None:
+    """Stop the embedded Redis server; its data stays in the state directory."""
+    server = _or_exit(EmbeddedServer)
+    if _or_exit(server.stop):
+        _out.print(f"Redis stopped (dir {server.home})", highlight=False)
+    else:
+        _out.print(f"No embedded Redis is running (dir {server.home})", highlight=False)
+
+
+@app.command()
+def status(
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """Show whether the embedded Redis server runs, where, and how big it is."""
+    info = _or_exit(lambda: EmbeddedServer().status())
+    if as_json:
+        typer.echo(json.dumps(info))
+    else:
+        _out.print(_table(info))
+
+
+def _table(info: dict[str, Any]) -> Table:
+    table = Table(title="embedded Redis", show_header=False)
+    table.add_column("field", style="bold")
+    table.add_column("value")
+    for field, value in info.items():
+        shown = Text("-" if value is None else str(value))  # Text: paths are not markup
+        if field == "running":
+            shown = Text("yes", style="green") if value else Text("no", style="red")
+        table.add_row(field, shown)
+    return table

@@ -1,0 +1,87 @@
+"""The command line against a real server: what users type and what they get back."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+from typer.testing import CliRunner
+
+from hierfl.cli.app import app
+
+
+@pytest.fixture
+def cli(redis_url, monkeypatch):
+    monkeypatch.setenv("HIERFL_REDIS_URL", redis_url)
+    runner = CliRunner()
+
+    def invoke(*args: str):
+        return runner.invoke(app, list(args))
+
+    return invoke
+
+
+def test_init_job_prints_the_job_names(cli):
+    result = cli("init-job", "demo", "--sub", "2", "--depth", "2", "--clients", "1")
+    assert result.exit_code == 0, result.output
+    names = [line.split()[0] for line in result.output.splitlines()]
+    assert names == ["demo", "demo#0", "demo#0_0", "demo#0_1", "demo#1", "demo#1_0",
+                     "demo#1_1"]
+
+
+def test_second_init_job_with_the_same_name_is_refused(cli):
+    assert cli("init-job", "demo").exit_code == 0
+    before = json.loads(cli("status", "demo", "--json").output)
+    result = cli("init-job", "demo", "--sub", "3")
+    assert result.exit_code == 1
+    assert "job=demo: a job of this name exists already" in result.output
+    assert json.loads(cli("status", "demo", "--json").output) == before
+
+
+def test_status_json_has_the_documented_shape(cli):
+    cli("init-job", "demo", "--sub", "2", "--clients", "2", "--workers", "1", "--rounds", "4")
+    data = json.loads(cli("status", "demo", "--json").output)
+    assert data["job"] == "demo" and data["finished"] is False
+    assert data["round"] == 0 and data["rounds"] == 4 and data["metrics"] == []
+    sub = data["clusters"]["demo#1"]
+    assert sub["process_stage"] == 0 and sub["client_stage"] == 0 and sub["worker_stage"] == 0
+    assert sub["generation"] == 0
+    assert sub["clients"] == {"c0": 0, "c1": 0} and sub["workers"] == {"w0": 0}
+    assert data["clusters"]["demo"]["clients"] == {"demo#0": 0, "demo#1": 0}
+
+
+def test_status_of_an_unknown_job_says_so(cli):
+    result = cli("status", "ghost")
+    assert result.exit_code == 1 and "job=ghost: no such job" in result.output
+
+
+def test_malformed_sheet_names_the_field_and_deploys_nothing(cli, tmp_path):
+    sheet = tmp_path / "bad.toml"
+    sheet.write_text('[job]\nname = "bad"\nrounds = 2\n[training]\nlr = -1\n')
+    result = cli("init-job", "bad", "--sheet", str(sheet))
+    assert result.exit_code == 1
+    assert "[training].lr" in result.output
+    assert cli("status", "bad").exit_code == 1
+
+
+def test_unknown_role_is_refused(cli):
+    result = cli("node", "--role", "boss")
+    assert result.exit_code == 2
+    assert "boss" in result.output and "client" in result.output
+
+
+def test_unknown_cluster_is_refused(cli):
+    cli("init-job", "demo")
+    result = cli("node", "--role", "client", "--cluster", "demo#9")
+    assert result.exit_code == 1
+    assert "cluster=demo#9: no such cluster job" in result.output
+
+
+def test_unreachable_redis_fails_fast_naming_the_url(monkeypatch):
+    monkeypatch.delenv("HIERFL_REDIS_URL", raising=False)
+    started = time.monotonic()
+    result = CliRunner().invoke(app, ["status", "demo", "--redis", "redis://127.0.0.1:1/0"])
+    assert time.monotonic() - started < 5.0
+    assert result.exit_code == 1
+    assert "cannot reach Redis at redis://127.0.0.1:1/0" in result.output

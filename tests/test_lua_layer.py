@@ -1,0 +1,137 @@
+"""The Lua layer's shape: the loader, the generated constants and every script's header."""
+
+from __future__ import annotations
+
+import inspect
+import re
+from pathlib import Path
+
+import pytest
+
+from hierfl import keys, protocol
+from hierfl.store.loader import LoaderError, constants_lua, load_script, lua_dir, script_names
+from hierfl.store.scripts import Scripts
+
+FIXTURES = Path(__file__).parent / "fixtures" / "lua"
+
+
+def test_includes_are_inlined_once_in_order():
+    source = load_script("main_ok", FIXTURES)
+    assert source.count("local function helper_a") == 1
+    assert source.index("helper_a()") < source.index("helper_b()")
+
+
+def test_missing_include_names_file_and_line():
+    with pytest.raises(LoaderError, match=r'main_missing.lua:2: @include "lib/nowhere" not found'):
+        load_script("main_missing", FIXTURES)
+
+
+def test_circular_include_names_the_cycle():
+    with pytest.raises(LoaderError, match=r"circular include at c2.lua:2: lib/c1 -> lib/c2 -> "
+                                          r"lib/c1"):
+        load_script("main_cycle", FIXTURES)
+
+
+def test_generated_constants_match_the_protocol(r):
+    """Evaluate the generated include inside Redis and compare it with the Python table."""
+    probe = constants_lua() + """
+local out = {}
+for name, value in pairs(STATUS) do out[#out + 1] = "STATUS." .. name .. "=" .. value end
+for name, value in pairs(STAGE) do out[#out + 1] = "STAGE." .. name .. "=" .. value end
+for name, value in pairs(F) do out[#out + 1] = "F." .. name .. "=" .. value end
+for name, t in pairs(TRANSITIONS) do
+  local src = {}
+  for s, _ in pairs(t.source) do src[#src + 1] = s end
+  table.sort(src)
+  out[#out + 1] = "T." .. name .. "=" .. table.concat(src, ",") .. ">" .. t.dest
+end
+out[#out + 1] = "KEY.job=" .. KEY.job("r", "r#0")
+out[#out + 1] = "KEY.blob=" .. KEY.blob("r", "abc")
+return out
+"""
+    got = {line.decode() for line in r.eval(probe, 0)}
+    want = {f"STATUS.{s.name}={int(s)}" for s in protocol.NodeStatus}
+    want |= {f"STAGE.{s.name}={int(s)}" for s in protocol.ProcessStage}
+    want |= {f"F.{f.name}={f.value}" for f in protocol.Field}
+    want |= {f"T.{t.name}={','.join(str(int(s)) for s in sorted(t.source))}>{int(t.dest)}"
+             for t in protocol.TRANSITIONS}
+    want |= {f"KEY.job={keys.job('r#0')}", f"KEY.blob={keys.blob('r', 'abc')}"}
+    assert got == want
+
+
+def header(name: str) -> str:
+    text = (lua_dir() / f"{name}.lua").read_text()
+    match = re.match(r"--\[\[(.*?)\]\]", text, re.S)
+    assert match, f"{name}.lua has no header comment"
+    return match.group(1)
+
+
+def header_list(text: str, kind: str) -> list[str]:
+    return [m.group(2) for m in re.finditer(rf"^\s*{kind}\[(\d+)\]\s+(\w+)", text, re.M)]
+
+
+@pytest.mark.parametrize("name", script_names())
+def test_header_lists_keys_argv_returns_errors_and_writes(name):
+    text = header(name)
+    assert text.strip().startswith(f"{name}:"), "the header starts with the script's name"
+    for section in ("KEYS[1]", "Returns:", "Errors:", "Writes:"):
+        assert section in text, f"{name}.lua header lacks {section}"
+    numbers = [int(m) for m in re.findall(r"^\s*ARGV\[(\d+)\]", text, re.M)]
+    assert numbers == list(range(1, len(numbers) + 1)), "ARGV entries in order"
+
+
+@pytest.mark.parametrize("name", script_names())
+def test_header_errors_are_the_codes_the_script_can_raise(name):
+    text = header(name)
+    listed = re.search(r"Errors:(.*)", text).group(1)
+    listed_codes = set(re.findall(r"[A-Z_]{4,}", listed))
+    assert listed_codes <= {e.value for e in protocol.ErrorCode}
+    raised = set(re.findall(r"ERR\.([A-Z_]+)", load_script(name)))
+    used = raised & _reachable_codes(name)
+    assert used <= listed_codes, f"{name}.lua can raise {used - listed_codes} not in its header"
+
+
+def _reachable_codes(name: str) -> set[str]:
+    """Codes raised by the script's own file and the helpers it really calls."""
+    own = set(re.findall(r"ERR\.([A-Z_]+)", (lua_dir() / f"{name}.lua").read_text()))
+    body = (lua_dir() / f"{name}.lua").read_text()
+    if "begin(" in body:  # lib/check: load_node, check_transition, check_key
+        own |= {"UNKNOWN_CLUSTER", "UNKNOWN_NODE", "BAD_ARGUMENT", "ILLEGAL_TRANSITION"}
+        if TRANSITION_FENCED.get(name):
+            own.add("STALE_GENERATION")
+    if "check_blob(" in body:
+        own |= {"BAD_ARGUMENT", "MISSING_BLOB"}
+    return own
+
+
+TRANSITION_FENCED = {t.name: t.fenced for t in protocol.TRANSITIONS}
+
+
+@pytest.mark.parametrize("name", script_names())
+def test_each_script_has_one_python_method_with_args_in_header_order(name):
+    method = getattr(Scripts, name, None)
+    assert method is not None, f"Scripts has no method for {name}.lua"
+    params = [p for p in inspect.signature(method).parameters if p != "self"]
+    argv = header_list(header(name), "ARGV")
+    assert [p.rstrip("_") for p in params] == argv
+
+
+def test_every_transition_has_its_script():
+    assert {t.name for t in protocol.TRANSITIONS} <= set(script_names())
+
+
+def test_no_bare_status_numbers_in_lua():
+    """Statuses and stages come from the generated constants, never written as numbers."""
+    pattern = re.compile(r"(status|stage)\w*\s*[=~<>]=?\s*\d", re.I)
+    for path in [*lua_dir().glob("*.lua"), *lua_dir().glob("lib/*.lua")]:
+        for lineno, line in enumerate(path.read_text().splitlines(), start=1):
+            assert not pattern.search(line), f"{path.name}:{lineno}: {line.strip()}"
+
+
+def test_only_keys_module_spells_the_key_prefix():
+    package = Path(protocol.__file__).parent
+    offenders = [
+        str(p.relative_to(package)) for p in package.rglob("*.py")
+        if p.name != "keys.py" and re.search(r"[\"']hierfl:\S", p.read_text())
+    ]
+    assert offenders == []

@@ -282,3 +282,10 @@ def test_claim_slot_hands_out_each_slot_once(r):
     assert d.scripts.claim_slot("demo", "worker", "t") == ("demo#0", "w0")
     with pytest.raises(UnknownJob, match="no such job"):
         d.scripts.claim_slot("nope", "client", "t")
+
+
+def test_scripts_are_reloaded_after_the_server_forgets_them(r):
+    d = Driver(r, sub=[], clients=[1], workers=[1])
+    d.deploy()
+    r.script_flush()
+    assert d.scripts.ack_jobsheet("demo", "client", "c0") == S.JOBSHEET_ACKED

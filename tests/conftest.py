@@ -13,9 +13,15 @@ from pathlib import Path
 
 import pytest
 import redis
+from hypothesis import settings
 
 from hierfl.store.connection import connect
 from hierfl.store.server import EmbeddedServer
+
+# Model-check budgets: "ci" by default, `--hypothesis-profile thorough` for thousands.
+settings.register_profile("ci", max_examples=200, stateful_step_count=40, deadline=None)
+settings.register_profile("thorough", max_examples=3000, stateful_step_count=80, deadline=None)
+settings.load_profile("ci")
 
 #: The checkout root (the directory holding the `hierfl` package), for subprocesses.
 ROOT = Path(__file__).resolve().parents[1]

@@ -1,0 +1,298 @@
+"""Model check: random trees and random interleavings of legal and illegal operations, run
+against the Lua scripts on a real redis-server and against the pure-Python reference model.
+After every step the whole Redis state must equal the model's; every refusal must carry the
+model's error code and leave every key of the tree byte-identical.
+
+`pytest --hypothesis-profile thorough tests/test_model_check.py` runs thousands of examples.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import redis
+from hypothesis import HealthCheck, event, note, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import (
+    RuleBasedStateMachine,
+    initialize,
+    invariant,
+    rule,
+    run_state_machine_as_test,
+)
+
+from hierfl import keys
+from hierfl.errors import ScriptError
+from hierfl.jobtree import ClusterSpec, child_name
+from hierfl.protocol import TRANSITIONS, NodeStatus, ProcessStage
+from hierfl.reference import JobModel, Refusal
+from hierfl.store.blobs import BlobStore, digest_of
+from hierfl.store.scripts import Scripts
+
+ROOT = "mc"
+TIMESTAMPS = {"created_at", "updated_at"}
+STATIC = ("free", "sheet", "testset")  # written by deploy only
+
+
+# -- random trees ---------------------------------------------------------------------------
+
+@st.composite
+def trees(draw) -> list[ClusterSpec]:
+    """Depth 1 to 3, 1 to 4 sub-clusters or clients per cluster, 1 to 3 workers; some clusters
+    have both direct clients and sub-clusters."""
+    depth = draw(st.integers(0, 2))
+    specs: list[ClusterSpec] = []
+
+    def add(name: str, parent: str | None, level: int) -> None:
+        n_sub = draw(st.integers(1, 3 if level == 0 else 2)) if level < depth else 0
+        n_clients = draw(st.integers(0 if n_sub else 1, 2 if n_sub else 4))
+        spec = ClusterSpec(
+            name=name, parent=parent, level=level,
+            children=[child_name(name, i) for i in range(n_sub)],
+            clients=[f"c{i}" for i in range(n_clients)],
+            workers=[f"w{i}" for i in range(draw(st.integers(1, 3)))],
+            cluster_epochs=draw(st.integers(1, 2)) if level else 1,
+        )
+        specs.append(spec)
+        for child in spec.children:
+            add(child, name, level + 1)
+
+    add(ROOT, None, 0)
+    return specs
+
+
+# -- reading the whole tree ------------------------------------------------------------------
+
+def redis_state(client: redis.Redis) -> dict:
+    found = sorted(k.decode() for k in client.scan_iter(match=keys.tree_pattern(ROOT), count=500))
+    pipe = client.pipeline(transaction=True)
+    for key in found:
+        pipe.type(key)
+    kinds = [t.decode() for t in pipe.execute()]
+    pipe = client.pipeline(transaction=True)
+    for key, kind in zip(found, kinds, strict=True):
+        {"hash": pipe.hgetall, "list": pipe.lrange, "string": pipe.exists,
+         "stream": pipe.xlen}[kind](*([key, 0, -1] if kind == "list" else [key]))
+    state = {}
+    for key, kind, value in zip(found, kinds, pipe.execute(), strict=True):
+        if any(f":{s}" in key for s in STATIC):
+            continue
+        if kind == "hash":
+            value = {k.decode(): v.decode() for k, v in value.items() if k.decode()
+                     not in TIMESTAMPS}
+        state[key] = value
+    return state
+
+
+def model_state(model: JobModel) -> dict:
+    state: dict = {}
+    for c in model.clusters.values():
+        state[keys.job(c.name)] = model.cluster_fields(c)
+        state[keys.clients(c.name)] = {k: str(int(v)) for k, v in c.clients.items()}
+        state[keys.workers(c.name)] = {k: str(int(v)) for k, v in c.workers.items()}
+        for key, values in ((keys.submissions(c.name), c.submissions),
+                            (keys.samples(c.name), c.sample_counts),
+                            (keys.aggregates(c.name), c.aggregates)):
+            if values:
+                state[key] = {k: str(v) for k, v in values.items()}
+    if model.history:
+        state[keys.history(ROOT)] = {str(k): v for k, v in model.history.items()}
+    for digest in model.blobs:
+        state[keys.blob(ROOT, digest)] = 1
+    state[keys.events(ROOT)] = model.events
+    return dict(sorted(state.items()))
+
+
+def dump(client: redis.Redis) -> dict:
+    found = sorted(client.scan_iter(match=keys.tree_pattern(ROOT), count=500))
+    return {k: client.dump(k) for k in found}
+
+
+# -- operations --------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Op:
+    name: str
+    cluster: str
+    role: str
+    node: str
+    args: tuple = ()
+
+    def __str__(self) -> str:
+        return f"{self.name}({self.cluster}, {self.role}/{self.node}, {self.args})"
+
+
+class ProtocolMachine(RuleBasedStateMachine):
+    def __init__(self, client: redis.Redis) -> None:
+        super().__init__()
+        self.client = client
+        self.scripts = Scripts(client)
+        self.blobs = BlobStore(client, ROOT)
+        self.model: JobModel | None = None
+        self.counter = 0
+        self.high_water: dict[str, tuple[int, int]] = {}
+
+    @initialize(tree=trees(), rounds=st.integers(1, 3))
+    def deploy(self, tree: list[ClusterSpec], rounds: int) -> None:
+        self.client.flushdb()
+        note(f"tree: {[(s.name, len(s.clients), len(s.workers), s.cluster_epochs) for s in tree]}"
+             f" rounds={rounds}")
+        testset = self.blobs.put(b"test split")
+        self.scripts.deploy(ROOT, tree, "{}", rounds, {}, testset)
+        self.model = JobModel.deploy(ROOT, tree, rounds)
+        self.model.blobs.add(testset)
+        self.nodes = [(s.name, role, n) for s in tree
+                      for role, ids in (("client", s.clients), ("worker", s.workers))
+                      for n in ids]
+        self.sub_members = [(s.name, "client", child) for s in tree for child in s.children]
+
+    # -- drawing operations ------------------------------------------------------------------
+
+    def blob(self, label: str) -> str:
+        """A stored blob, known to both sides."""
+        digest = self.blobs.put(label.encode())
+        self.model.blobs.add(digest)
+        return digest
+
+    def fresh(self) -> str:
+        self.counter += 1
+        return self.blob(f"blob {self.counter}")
+
+    def canonical(self, name: str, cluster: str, role: str, node: str, odd: bool) -> Op:
+        """The op a well-behaved node would send now."""
+        c = self.model.clusters.get(cluster)
+        gen = c.generation if c else 0
+        if name == "ack_dataset":
+            offer = self.fresh() if role == "worker" and self.model.candidate is None else ""
+            return Op(name, cluster, role, node, (offer,))
+        if name in ("start_training", "start_aggregation"):
+            return Op(name, cluster, role, node, (gen,))
+        if name == "submit_params":
+            return Op(name, cluster, role, node, (gen, self.blob(f"{cluster}/{node}/{gen}"), 7))
+        if name == "upload_aggregate":
+            label = f"odd {cluster}/{node}/{gen}" if odd else f"agg {cluster}/{gen}"
+            return Op(name, cluster, role, node, (gen, self.blob(label)))
+        return Op(name, cluster, role, node)
+
+    def enabled(self) -> list[tuple[str, str, str, str]]:
+        """(transition, cluster, role, node) of every call that would move a node now."""
+        return [(t.name, cluster, role, node) for cluster, role, node in self.nodes
+                for t in TRANSITIONS
+                if role in t.roles and self.model.can_move(t.name, cluster, role, node)]
+
+    # -- rules -------------------------------------------------------------------------------
+
+    @rule(data=st.data(), odd=st.booleans())
+    def legal_step(self, data, odd: bool) -> None:
+        ops = self.enabled()
+        if ops:
+            self.apply(self.canonical(*data.draw(st.sampled_from(ops)), odd=odd))
+
+    @rule(data=st.data(), steps=st.integers(1, 12))
+    def legal_burst(self, data, steps: int) -> None:
+        for _ in range(steps):
+            ops = self.enabled()
+            if not ops:
+                return
+            self.apply(self.canonical(*data.draw(st.sampled_from(ops)), odd=False))
+
+    @rule(data=st.data())
+    def any_step(self, data) -> None:
+        cluster, role, node = data.draw(st.sampled_from(
+            self.nodes + self.sub_members + [(ROOT, "client", "ghost"), (ROOT + "#9", "worker",
+                                                                          "w0")]))
+        name = data.draw(st.sampled_from([t.name for t in TRANSITIONS]))
+        op = self.canonical(name, cluster, role, node, odd=data.draw(st.booleans()))
+        mutation = data.draw(st.sampled_from(["none", "gen-1", "gen+1", "unstored", "nothex",
+                                              "zero", "role"]))
+        self.apply(self.mutate(op, mutation))
+
+    def mutate(self, op: Op, how: str) -> Op:
+        args = list(op.args)
+        if how in ("gen-1", "gen+1") and args and isinstance(args[0], int):
+            args[0] += -1 if how == "gen-1" else 1
+        elif how in ("unstored", "nothex") and len(args) >= 2:
+            args[1] = "ab" * 32 if how == "unstored" else "../etc"
+        elif how == "zero" and op.name == "submit_params":
+            args[2] = 0
+        elif how == "role":
+            return Op(op.name, op.cluster, "worker" if op.role == "client" else "client",
+                      op.node, op.args)
+        return Op(op.name, op.cluster, op.role, op.node, tuple(args))
+
+    # -- one step on both sides ----------------------------------------------------------------
+
+    def apply(self, op: Op) -> None:
+        note(str(op))
+        try:  # the model, like the scripts, checks everything before its first change
+            expected = self.model.apply(op.name, op.cluster, op.role, op.node, *op.args)
+            refusal = None
+        except Refusal as exc:
+            refusal = exc
+        before = dump(self.client) if refusal else None
+        try:
+            got = getattr(self.scripts, op.name)(op.cluster, op.role, op.node, *op.args)
+            error = None
+        except ScriptError as exc:
+            error = exc
+        if refusal is not None:
+            assert error is not None, f"{op}: model refused ({refusal}) but Redis accepted"
+            assert error.code == refusal.code, f"{op}: Redis said {error}, model {refusal}"
+            assert dump(self.client) == before, f"{op}: a refusal changed the state"
+            return
+        assert error is None, f"{op}: Redis refused ({error}) but the model accepted"
+        assert got == expected
+        assert redis_state(self.client) == model_state(self.model), f"after {op}"
+
+    # -- invariants ---------------------------------------------------------------------------
+
+    @invariant()
+    def stages_are_lowest_member_status(self) -> None:
+        if self.model is None:
+            return
+        for c in self.model.clusters.values():
+            assert c.client_stage == min(c.clients.values())
+            assert c.worker_stage == min(c.workers.values())
+
+    @invariant()
+    def generation_and_round_never_go_down(self) -> None:
+        if self.model is None:
+            return
+        for c in self.model.clusters.values():
+            last = self.high_water.get(c.name, (0, 0))
+            assert c.generation >= last[0] and c.round >= last[1]
+            self.high_water[c.name] = (c.generation, c.round)
+
+    @invariant()
+    def uploads_point_at_verified_blobs(self) -> None:
+        if self.model is None:
+            return
+        for c in self.model.clusters.values():
+            done = {n for n, s in c.clients.items() if s == NodeStatus.DONE and n in
+                    c.submissions}
+            for member in done:
+                data = self.client.get(keys.blob(ROOT, c.submissions[member]))
+                assert data is not None and digest_of(data) == c.submissions[member]
+            for digest in c.aggregates.values():
+                data = self.client.get(keys.blob(ROOT, digest))
+                assert data is not None and digest_of(data) == digest
+
+    @invariant()
+    def finished_trees_only_exit(self) -> None:
+        if self.model is not None:
+            event(f"outcome {self.model.outcome}, root round {self.model.top.round}")
+        if self.model is None or self.model.top.process_stage != ProcessStage.FINISHED:
+            self.frozen = None
+            return
+        frozen = {name: (c.generation, c.round, c.global_digest, c.process_stage, c.epoch)
+                  for name, c in self.model.clusters.items()}
+        if getattr(self, "frozen", None) is not None:
+            assert frozen == self.frozen, "something other than an exit moved after the end"
+        self.frozen = frozen
+
+
+def test_scripts_agree_with_the_reference_model(r):
+    settings_ = settings(deadline=None, suppress_health_check=list(HealthCheck))
+    run_state_machine_as_test(lambda: ProtocolMachine(r), settings=settings(
+        settings_, max_examples=settings.default.max_examples,
+        stateful_step_count=settings.default.stateful_step_count))

@@ -10,6 +10,7 @@ import redis
 
 from hierfl import keys
 from hierfl.jobtree import ClusterSpec, build_tree
+from hierfl.protocol import ProcessStage
 from hierfl.store.blobs import BlobStore
 from hierfl.store.scripts import Scripts
 from hierfl.store.state import ClusterState, JobStatus, read_cluster, read_job
@@ -102,15 +103,15 @@ class Driver:
             progressed = False
             for name in self.leaf_first():
                 state = self.cluster(name)
-                if state.process_stage == 1 and set(self.specs[name].clients) - state.submitted:
+                if state.process_stage == ProcessStage.TRAINING and set(self.specs[name].clients) - state.submitted:
                     self.train_cluster(name)
                     progressed = True
                 state = self.cluster(name)
-                if state.process_stage == 2:
+                if state.process_stage == ProcessStage.AGGREGATING:
                     self.aggregate_cluster(name)
                     progressed = True
             top = self.cluster(self.root)
-            if top.round != start_round or top.process_stage == 3:
+            if top.round != start_round or top.process_stage == ProcessStage.FINISHED:
                 return
 
     def exit_all(self) -> None:

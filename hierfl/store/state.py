@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 import redis
 
 from hierfl import keys
-from hierfl.protocol import Field, NodeStatus, Outcome, ProcessStage
+from hierfl.protocol import FLAG_UP, Field, NodeStatus, Outcome, ProcessStage
 
 
 def _s(value: bytes | str | None) -> str:
@@ -48,11 +48,11 @@ class ClusterState:
 
     @property
     def jobsheet_flag(self) -> bool:
-        return self._int(Field.JOBSHEET_FLAG) == 1
+        return self._int(Field.JOBSHEET_FLAG) == FLAG_UP
 
     @property
     def dataset_flag(self) -> bool:
-        return self._int(Field.DATASET_FLAG) == 1
+        return self._int(Field.DATASET_FLAG) == FLAG_UP
 
     @property
     def process_stage(self) -> ProcessStage:

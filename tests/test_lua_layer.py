@@ -120,10 +120,14 @@ def test_every_transition_has_its_script():
     assert {t.name for t in protocol.TRANSITIONS} <= set(script_names())
 
 
-def test_no_bare_status_numbers_in_lua():
-    """Statuses and stages come from the generated constants, never written as numbers."""
-    pattern = re.compile(r"(status|stage)\w*\s*[=~<>]=?\s*\d", re.I)
-    for path in [*lua_dir().glob("*.lua"), *lua_dir().glob("lib/*.lua")]:
+def test_no_bare_status_numbers_outside_the_table():
+    """Statuses and stages come from the table (or its generated Lua), never written as
+    numbers, in the scripts and in the package."""
+    pattern = re.compile(r"(status|stage|flag)\w*\)?\s*[=~<>!]=?\s*\d", re.I)
+    package = Path(protocol.__file__).parent
+    sources = [*lua_dir().glob("*.lua"), *lua_dir().glob("lib/*.lua"),
+               *(p for p in package.rglob("*.py") if p.name != "protocol.py")]
+    for path in sources:
         for lineno, line in enumerate(path.read_text().splitlines(), start=1):
             assert not pattern.search(line), f"{path.name}:{lineno}: {line.strip()}"
 

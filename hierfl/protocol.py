@@ -159,6 +159,29 @@ CASCADE: tuple[CascadeStep, ...] = (
 )
 
 
+@dataclass(frozen=True)
+class StageStep:
+    """A change of a cluster's process stage, made by the cascade inside a script."""
+
+    source: tuple[ProcessStage, ...]
+    dest: ProcessStage
+    when: str
+
+
+P = ProcessStage
+
+#: How a cluster's process stage moves (documentation and diagrams). Deploy starts it at IDLE.
+PROCESS_STAGE_TRANSITIONS: tuple[StageStep, ...] = (
+    StageStep((P.IDLE,), P.TRAINING, "the root starts a round or the parent starts a generation"),
+    StageStep((P.TRAINING,), P.AGGREGATING, "every member has submitted"),
+    StageStep((P.AGGREGATING,), P.TRAINING, "consensus with rounds or cluster epochs left"),
+    StageStep((P.AGGREGATING,), P.IDLE, "a sub-cluster's last epoch is agreed and submitted"),
+    StageStep((P.AGGREGATING,), P.FINISHED, "consensus after the last round, or no majority"),
+    StageStep((P.IDLE,), P.FINISHED, "the job ends (completed, or failed elsewhere)"),
+    StageStep((P.TRAINING,), P.FINISHED, "the job failed elsewhere in the tree"),
+)
+
+
 def stage_of(statuses: list[int]) -> int:
     """A cluster's client or worker stage: the lowest status of its members."""
     return min(statuses) if statuses else int(NodeStatus.EXITED)

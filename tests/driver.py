@@ -103,7 +103,8 @@ class Driver:
             progressed = False
             for name in self.leaf_first():
                 state = self.cluster(name)
-                if state.process_stage == ProcessStage.TRAINING and set(self.specs[name].clients) - state.submitted:
+                waiting = set(self.specs[name].clients) - state.submitted
+                if state.process_stage == ProcessStage.TRAINING and waiting:
                     self.train_cluster(name)
                     progressed = True
                 state = self.cluster(name)

@@ -21,6 +21,12 @@ def _register() -> None:
     app.command("status")(status.status)
     app.add_typer(server.app, name="server")
 
+    from hierfl.cli import diagram, events, explain
+
+    app.command("diagram")(diagram.diagram)
+    app.command("explain")(explain.explain)
+    app.command("events")(events.events)
+
 
 _register()
 

@@ -43,6 +43,7 @@ class Outcome(str, Enum):
     RUNNING = "running"
     COMPLETED = "completed"
     FAILED = "failed"
+    CANCELLED = "cancelled"
 
 
 class ErrorCode(str, Enum):

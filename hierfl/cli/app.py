@@ -13,12 +13,14 @@ app = typer.Typer(
 
 
 def _register() -> None:
-    from hierfl.cli import init_job, node, run, server, status
+    from hierfl.cli import init_job, lifecycle, node, run, server, status
 
     app.command("init-job")(init_job.init_job)
     app.command("node")(node.node)
     app.command("run")(run.run)
     app.command("status")(status.status)
+    app.command("cancel")(lifecycle.cancel)
+    app.command("delete")(lifecycle.delete)
     app.add_typer(server.app, name="server")
 
     from hierfl.cli import diagram, events, explain

@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from hierfl.cli.common import JsonOption, RedisOption, open_redis, out, reports_errors
-from hierfl.deploy import deploy_job
+from hierfl.lifecycle import deploy_job
 from hierfl.jobtree import check_root_name
 from hierfl.sheet import default_sheet, load_sheet
 

@@ -9,9 +9,6 @@ from typing import Annotated
 import typer
 
 from hierfl.cli.common import RedisOption, open_redis, out, reports_errors
-from hierfl.node.claim import claim_slot
-from hierfl.node.client import ClientNode
-from hierfl.node.worker import WorkerNode
 from hierfl.protocol import Role
 
 
@@ -35,6 +32,10 @@ def node(
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log every step.")] = False,
 ) -> None:
     """Claim a slot (or take the one named) and take part in the job until it ends."""
+    from hierfl.node.claim import claim_slot
+    from hierfl.node.client import ClientNode
+    from hierfl.node.worker import WorkerNode
+
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

@@ -16,7 +16,7 @@ import typer
 
 from hierfl import keys
 from hierfl.cli.common import RedisOption, open_redis, out, reports_errors
-from hierfl.deploy import deploy_job
+from hierfl.lifecycle import deploy_job
 from hierfl.errors import HierflError
 from hierfl.jobtree import ClusterSpec
 from hierfl.sheet import load_sheet

@@ -9,14 +9,17 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 from safetensors import SafetensorError
 from safetensors.numpy import load as _st_load
 from safetensors.numpy import save as _st_save
 
 from hierfl.errors import IntegrityError
+
+if TYPE_CHECKING:  # torch is imported where models are, so the CLI starts fast
+    import torch
 
 Params = dict[str, np.ndarray]
 
@@ -83,6 +86,8 @@ def check_like(params: Mapping[str, np.ndarray], reference: Mapping[str, np.ndar
 
 def from_model(model: torch.nn.Module) -> Params:
     """A module's state_dict as float32 numpy arrays, sorted by name."""
+    import torch
+
     state = model.state_dict()
     return {
         name: state[name].detach().cpu().to(torch.float32).numpy().copy() for name in sorted(state)
@@ -91,6 +96,8 @@ def from_model(model: torch.nn.Module) -> Params:
 
 def into_model(model: torch.nn.Module, params: Mapping[str, np.ndarray]) -> None:
     """Load parameters into a module, cast to each tensor's own dtype, after checking them."""
+    import torch
+
     check_like(params, from_model(model))
     state = model.state_dict()
     new_state = {

@@ -44,6 +44,10 @@ class Slot:
         return f"{self.cluster}/{self.role.value}/{self.node}"
 
 
+def finished(state: ClusterState) -> bool:
+    return state.process_stage == ProcessStage.FINISHED
+
+
 class NodeRuntime:
     """What every node does; `ClientNode` and `WorkerNode` fill in the role's own steps."""
 
@@ -64,14 +68,16 @@ class NodeRuntime:
     # -- the loop --------------------------------------------------------------------------
 
     def run(self) -> int:
-        """Take part in the job until it finishes; 0 if it completed, 1 if it failed."""
+        """Take part in the job until it ends; 0 if it completed or was cancelled, 1 if it
+        failed."""
         with KeyWaiter(self.client, [keys.job(self.slot.cluster)], self.safety_timeout) as waiter:
-            self._setup(waiter)
-            while True:
-                state = waiter.until(self.read, self._ready)
-                if state.process_stage == ProcessStage.FINISHED:
-                    return self._exit(state)
-                self._act(state)
+            if self._setup(waiter):
+                while True:
+                    state = waiter.until(self.read, self._ready)
+                    if finished(state):
+                        break
+                    self._act(state)
+            return self._exit(self.read())
 
     def read(self) -> ClusterState:
         state = read_cluster(self.client, self.slot.cluster)
@@ -82,20 +88,29 @@ class NodeRuntime:
         return state
 
     def _ready(self, state: ClusterState) -> bool:
-        return state.process_stage == ProcessStage.FINISHED or self.has_work(state)
+        return finished(state) or self.has_work(state)
 
-    def _setup(self, waiter: KeyWaiter) -> None:
-        state = waiter.until(self.read, lambda s: s.jobsheet_flag)
+    def _setup(self, waiter: KeyWaiter) -> bool:
+        """Job sheet, then dataset; False when the job ended before this node was ready."""
+        state = waiter.until(self.read, lambda s: s.jobsheet_flag or finished(s))
         self.machine.sync(self.my_status(state))
         self.sheet = JobSheet.from_json(self.client.get(keys.sheet(self.slot.root)))
-        if self.machine.status < NodeStatus.JOBSHEET_ACKED:
-            self._call("ack_jobsheet", self.scripts.ack_jobsheet)
-        state = waiter.until(self.read, lambda s: s.dataset_flag)
-        self.load_data()
-        if self.my_status(state) < NodeStatus.DATASET_ACKED:
-            candidate = self.initial_candidate()
-            self._call("ack_dataset", self.scripts.ack_dataset, candidate)
+        try:
+            if self.machine.status < NodeStatus.JOBSHEET_ACKED and not finished(state):
+                self._call("ack_jobsheet", self.scripts.ack_jobsheet)
+            state = waiter.until(self.read, lambda s: s.dataset_flag or finished(s))
+            if finished(state):
+                return False
+            self.load_data()
+            if self.my_status(state) < NodeStatus.DATASET_ACKED:
+                candidate = self.initial_candidate()
+                self._call("ack_dataset", self.scripts.ack_dataset, candidate)
+        except IllegalTransition:
+            if finished(self.read()):  # cancelled while we were setting up
+                return False
+            raise
         self.log.info("ready: job sheet and dataset acknowledged")
+        return True
 
     def _act(self, state: ClusterState) -> None:
         try:
@@ -111,7 +126,7 @@ class NodeRuntime:
         top = read_cluster(self.client, self.slot.root)
         outcome = top.outcome if top else ""
         self.log.info("job %s ended: %s", self.slot.root, outcome or "unknown")
-        return 0 if outcome == Outcome.COMPLETED.value else 1
+        return 1 if outcome == Outcome.FAILED.value else 0
 
     # -- helpers ---------------------------------------------------------------------------
 

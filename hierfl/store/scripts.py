@@ -56,6 +56,15 @@ class Scripts:
     def register_job(self, root: str) -> bool:
         return bool(self._call("register_job", [keys.JOBS], [root]))
 
+    def unregister_job(self, root: str) -> bool:
+        return bool(self._call("unregister_job", [keys.JOBS], [root]))
+
+    def cancel_job(self, root: str, reason: str = "") -> int:
+        return int(self._call("cancel_job", [keys.job(root)], [root, reason]))
+
+    def delete_job(self, root: str, force: bool = False) -> int:
+        return int(self._call("delete_job", [keys.job(root)], [root, "1" if force else "0"]))
+
     def claim_slot(
         self, root: str, role: str, claimant: str, cluster: str = "", node: str = ""
     ) -> tuple[str, str] | None:

@@ -1,10 +1,12 @@
-"""Deploying a job: the dataset distributor stores every share, then one script call creates the
-whole tree (and a second lists it in the server's job registry)."""
+"""A job's life: deploy (the dataset distributor stores every share, then one script call
+creates the whole tree), cancel (one script call stops every cluster) and delete (one script
+call removes the state, then the blobs and the registry entry go)."""
 
 from __future__ import annotations
 
 import redis
 
+from hierfl import keys
 from hierfl.errors import JobExists
 from hierfl.jobtree import ClusterSpec, leaf_client_slots
 from hierfl.learning.distributor import plan_dataset, sheet_with_data_shape
@@ -36,3 +38,24 @@ def deploy_job(client: redis.Redis, sheet: JobSheet) -> list[ClusterSpec]:
     scripts.deploy(root, tree, stored.to_json(), sheet.rounds, shares, testset)
     scripts.register_job(root)
     return tree
+
+
+def cancel_job(client: redis.Redis, root: str, reason: str = "") -> int:
+    """Stop a running job; every node exits cleanly. Returns the clusters stopped."""
+    return Scripts(client).cancel_job(root, reason)
+
+
+def delete_job(client: redis.Redis, root: str, force: bool = False) -> int:
+    """Remove every key of the tree. Refused while nodes are live, unless `force`."""
+    scripts = Scripts(client)
+    deleted = scripts.delete_job(root, force)
+    batch: list[bytes] = []
+    for key in client.scan_iter(match=keys.tree_pattern(root), count=1000):
+        batch.append(key)
+        if len(batch) >= 500:
+            deleted += client.unlink(*batch)
+            batch.clear()
+    if batch:
+        deleted += client.unlink(*batch)
+    scripts.unregister_job(root)
+    return deleted

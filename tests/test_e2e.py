@@ -57,6 +57,15 @@ def test_run_two_level_sheet_with_node_processes(hierfl_env, tmp_path):
     assert data["metrics"][-1]["accuracy"] >= 0.85
     logs = sorted(p.name for p in (tmp_path / "runs" / "two").iterdir())
     assert len(logs) == 8 and "two#0.client.c0.log" in logs
+    # The same sheet again: a new name, and bit-for-bit the same models (deterministic init,
+    # training seeds and aggregation).
+    out = finish(hierfl("run", str(sheet), "--runs-dir", str(tmp_path / "runs"), "--json",
+                        env=hierfl_env))
+    again = json.loads(out[out.index("{"):])
+    assert again["job"] == "two-2"
+    assert again["clusters"]["two-2"]["global"] == data["clusters"]["two"]["global"]
+    strip = [{k: v for k, v in m.items() if k != "at"} for m in data["metrics"]]
+    assert [{k: v for k, v in m.items() if k != "at"} for m in again["metrics"]] == strip
 
 
 def test_init_job_then_nodes_that_claim_their_own_slots(hierfl_env):

@@ -55,7 +55,7 @@ class ClientNode(NodeRuntime):
         self._call("start_training", self.scripts.start_training, gen)
         model = self.new_model(("client", self.slot.cluster, self.slot.node))
         P.into_model(model, self.global_params(state))
-        seed = hash_seed(self.sheet.seed, self.slot, gen)
+        seed = training_seed(self.sheet.seed, self.slot, gen)
         loss = train_local(model, self.x, self.y, self.sheet.training, seed)
         digest = self.blobs.put(P.to_bytes(P.from_model(model)))
         self._call("submit_params", self.scripts.submit_params, gen, digest, len(self.y))
@@ -63,7 +63,10 @@ class ClientNode(NodeRuntime):
                       gen, len(self.y), loss, digest[:12])
 
 
-def hash_seed(seed: int, slot: Slot, generation: int) -> int:
+def training_seed(seed: int, slot: Slot, generation: int) -> int:
+    """Depends on the slot's place in the tree, not on the job's name, so the same sheet run
+    under another name reproduces the same models."""
     from hierfl.learning.training import derive_seed
 
-    return derive_seed(seed, slot.cluster, slot.node, generation)
+    place = slot.cluster[len(slot.root):]  # "" for the root, "#0_1" below it
+    return derive_seed(seed, place, slot.node, generation)

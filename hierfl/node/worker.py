@@ -31,7 +31,9 @@ class WorkerNode(NodeRuntime):
     def initial_candidate(self) -> str:
         if self.client.hexists(keys.job(self.slot.root), Field.CANDIDATE.value):
             return ""
-        model = self.new_model(("init", self.slot.cluster, self.slot.node))
+        # Every worker draws the same initial model from the job's seed, so whichever offer is
+        # kept, a job's run is reproducible down to the final digest.
+        model = self.new_model(("init",))
         return self.blobs.put(P.to_bytes(P.from_model(model)))
 
     def has_work(self, state: ClusterState) -> bool:

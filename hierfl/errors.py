@@ -38,6 +38,10 @@ class StaleGeneration(ScriptError):
     pass
 
 
+class NotYet(ScriptError):
+    """A deadline has not passed yet."""
+
+
 class UnknownJob(ScriptError):
     pass
 
@@ -53,6 +57,7 @@ _BY_CODE: dict[ErrorCode, type[ScriptError]] = {
     ErrorCode.UNKNOWN_CLUSTER: UnknownJob,
     ErrorCode.UNKNOWN_NODE: UnknownJob,
     ErrorCode.JOB_EXISTS: JobExists,
+    ErrorCode.NOT_YET: NotYet,
 }
 
 

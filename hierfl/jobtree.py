@@ -59,6 +59,16 @@ def level_of(cluster: str) -> int:
     return 0 if "#" not in cluster else len(cluster.split("#", 1)[1].split("_"))
 
 
+@dataclass(frozen=True)
+class Tolerance:
+    """How a cluster copes with slow or missing members (0 everywhere: wait for everyone)."""
+
+    round_timeout_ms: int = 0  # how long a generation waits for submissions
+    min_clients: int = 0  # submissions that suffice at that deadline (0: every member)
+    aggregation_timeout_ms: int = 0  # how long aggregation waits for the workers
+    quorum: int = 0  # identical aggregates consensus needs (0: a majority of the workers)
+
+
 @dataclass
 class ClusterSpec:
     name: str
@@ -68,6 +78,7 @@ class ClusterSpec:
     clients: list[str] = field(default_factory=list)  # direct client ids (not sub-clusters)
     workers: list[str] = field(default_factory=list)
     cluster_epochs: int = 1
+    tolerance: Tolerance = field(default_factory=lambda: Tolerance())
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -80,6 +91,7 @@ def build_tree(
     clients: list[int],
     workers: list[int],
     cluster_epochs: list[int],
+    tolerance: Tolerance | None = None,
 ) -> list[ClusterSpec]:
     """Lay out a uniform tree in pre-order.
 
@@ -106,6 +118,7 @@ def build_tree(
             clients=[f"c{i}" for i in range(clients[level])],
             workers=[f"w{i}" for i in range(workers[level])],
             cluster_epochs=1 if level == 0 else cluster_epochs[level],
+            tolerance=tolerance or Tolerance(),
         )
         if not spec.children and not spec.clients:
             raise BadInput(f"cluster {name} (level {level}) would have no clients and no "

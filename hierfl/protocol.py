@@ -57,6 +57,7 @@ class ErrorCode(str, Enum):
     JOB_EXISTS = "JOB_EXISTS"
     MISSING_BLOB = "MISSING_BLOB"
     BAD_ARGUMENT = "BAD_ARGUMENT"
+    NOT_YET = "NOT_YET"
 
 
 class Field(str, Enum):
@@ -84,6 +85,15 @@ class Field(str, Enum):
     CANDIDATE = "candidate"  # root only: the first worker's initial parameters
     OUTCOME = "outcome"  # root only
     REASON = "reason"  # root only: why the job failed
+    ROUND_TIMEOUT = "round_timeout"  # ms a generation may wait for submissions; 0 = forever
+    MIN_CLIENTS = "min_clients"  # submissions needed by that deadline; 0 = every member
+    AGGREGATION_TIMEOUT = "aggregation_timeout"  # ms to wait for aggregates; 0 = forever
+    QUORUM = "quorum"  # identical aggregates consensus needs; 0 = a majority of the workers
+    DEADLINE = "deadline"  # server ms when the current phase may be closed; "" = none
+    ATTEMPT = "attempt"  # aggregation attempts in this generation (one re-run on no majority)
+    PARENT_GEN = "parent_gen"  # the parent's generation this sub-cluster's round belongs to
+    DROPPED = "dropped"  # members the last deadline closed the phase without (comma-separated)
+    FAILURE = "failure"  # why this cluster failed in its current generation; "" = it did not
     CREATED_AT = "created_at"
     UPDATED_AT = "updated_at"
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from hierfl.jobtree import ClusterSpec
+from hierfl.jobtree import ClusterSpec, Tolerance
 from hierfl.protocol import (
     FLAG_DOWN,
     FLAG_UP,
@@ -45,6 +45,7 @@ class ClusterModel:
     rounds: int
     clients: dict[str, int]
     workers: dict[str, int]
+    tolerance: Tolerance = field(default_factory=Tolerance)
     jobsheet_flag: int = FLAG_UP
     dataset_flag: int = FLAG_DOWN
     client_stage: int = S.DEPLOYED
@@ -55,6 +56,11 @@ class ClusterModel:
     epoch: int = 0
     global_digest: str = ""
     samples: int = 0
+    deadline: bool = False  # the model cannot know the server's clock: set or not
+    attempt: int = 0
+    parent_gen: int = 0
+    dropped: str = ""
+    failure: str = ""
     submissions: dict[str, str] = field(default_factory=dict)
     sample_counts: dict[str, int] = field(default_factory=dict)
     aggregates: dict[str, str] = field(default_factory=dict)
@@ -85,6 +91,7 @@ class JobModel:
                 clients={**{c: S.DEPLOYED for c in spec.children},
                          **{c: S.DEPLOYED for c in spec.clients}},
                 workers={w: S.DEPLOYED for w in spec.workers},
+                tolerance=spec.tolerance,
             )
             for spec in tree
         }
@@ -194,6 +201,21 @@ class JobModel:
         own = c.submissions if name == "start_training" else c.aggregates
         return not repeated and not (name.startswith("start_") and node in own)
 
+    def close_round(self, cluster: str, generation: int) -> int:
+        """At a passed deadline (the model check only calls it once one has passed)."""
+        c = self.clusters.get(cluster)
+        if c is None:
+            raise Refusal(ErrorCode.UNKNOWN_CLUSTER, f"no such cluster {cluster}")
+        if generation != c.generation:
+            raise Refusal(ErrorCode.STALE_GENERATION, f"generation {generation} != "
+                          f"{c.generation}")
+        if c.process_stage not in (ProcessStage.TRAINING, ProcessStage.AGGREGATING):
+            return 0
+        if not c.deadline:
+            return 0
+        self._close_phase(c)
+        return 1
+
     # -- checks (before any change, in the scripts' order) ----------------------------------
 
     def _begin(self, name: str, cluster: str, role: str, node: str,
@@ -276,11 +298,14 @@ class JobModel:
         c.global_digest = digest
         c.process_stage = ProcessStage.TRAINING
         c.round = self.top.round
+        c.deadline = c.tolerance.round_timeout_ms > 0
+        c.attempt, c.dropped, c.failure = 0, "", ""
         c.generation += 1
         c.submissions, c.sample_counts, c.aggregates = {}, {}, {}
         for name in c.children:
             child = self.clusters[name]
             child.epoch = 0
+            child.parent_gen = c.generation
             self._set_in_parent(child, S.BUSY)
             self._begin_generation(child, digest)
         self._recompute(c)
@@ -290,6 +315,7 @@ class JobModel:
         self.outcome, self.reason = outcome.value, reason
         for c in self._below(self.top):
             c.process_stage = ProcessStage.FINISHED
+            c.deadline = False
             if digest is not None:
                 c.global_digest = digest
         self._emit()
@@ -299,18 +325,43 @@ class JobModel:
         c.submissions[member] = digest
         c.sample_counts[member] = samples
         if len(c.submissions) == len(c.clients):
-            c.process_stage = ProcessStage.AGGREGATING
-            self._emit()
+            self._start_aggregating(c)
 
-    def _conclude(self, c: ClusterModel) -> None:
-        winner = majority(list(c.aggregates.values()), len(c.workers))
-        if winner is None:
-            self._finish(Outcome.FAILED, f"no majority among the {len(c.workers)} aggregates "
-                         f"of cluster {c.name}", None)
+    def _start_aggregating(self, c: ClusterModel) -> None:
+        c.process_stage = ProcessStage.AGGREGATING
+        c.deadline = c.tolerance.aggregation_timeout_ms > 0
+        self._emit()
+
+    def _fail_cluster(self, c: ClusterModel, reason: str) -> None:
+        if not c.parent:
+            self._finish(Outcome.FAILED, reason, None)
             return
+        c.process_stage, c.deadline, c.failure = ProcessStage.IDLE, False, reason
+        self._emit()
+        parent = self.clusters[c.parent]
+        if parent.tolerance.round_timeout_ms <= 0:
+            self._finish(Outcome.FAILED, f"cluster {c.name} failed ({reason}) and cluster "
+                         f"{parent.name} has no round_timeout to go on without it", None)
+
+    def _conclude(self, c: ClusterModel, at_deadline: bool = False) -> None:
+        needed = c.tolerance.quorum or len(c.workers) // 2 + 1
+        winner = majority(list(c.aggregates.values()), needed)
+        if winner is None:
+            if at_deadline or c.attempt > 0:
+                self._fail_cluster(c, f"no {needed} matching aggregates among the "
+                                   f"{len(c.aggregates)} uploaded in cluster {c.name}")
+            else:
+                c.attempt += 1
+                c.aggregates = {}
+                c.deadline = c.tolerance.aggregation_timeout_ms > 0
+                self._emit()
+            return
+        self._emit()
+        self._apply_winner(c, winner)
+
+    def _apply_winner(self, c: ClusterModel, winner: str) -> None:
         c.epoch += 1
         c.samples = sum(c.sample_counts.values())
-        self._emit()
         if not c.parent:
             self.history[c.round] = winner
             if c.round >= c.rounds:
@@ -321,12 +372,31 @@ class JobModel:
         elif c.epoch < c.cluster_epochs:
             self._begin_generation(c, winner)
         else:
-            c.global_digest = winner
-            c.process_stage = ProcessStage.IDLE
+            c.global_digest, c.process_stage, c.deadline = winner, ProcessStage.IDLE, False
             parent = self.clusters[c.parent]
+            if (parent.process_stage != ProcessStage.TRAINING
+                    or parent.generation != c.parent_gen):
+                self._emit()  # late: the parent went on without this cluster
+                return
             self._set_in_parent(c, S.DONE)
             self._recompute(parent)
             self._record_submission(parent, c.name, winner, c.samples)
+
+    def _close_phase(self, c: ClusterModel) -> None:
+        if c.process_stage == ProcessStage.AGGREGATING:
+            self._conclude(c, at_deadline=True)
+            return
+        members = sorted(c.clients)
+        needed = c.tolerance.min_clients
+        if needed <= 0 or needed > len(members):
+            needed = len(members)
+        if len(c.submissions) < needed or not c.submissions:
+            self._fail_cluster(c, f"only {len(c.submissions)} of {len(members)} members "
+                               f"submitted by the deadline (min_clients {needed})")
+            return
+        c.dropped = ",".join(m for m in members if m not in c.submissions)
+        self._emit()
+        self._start_aggregating(c)
 
     # -- the state as Redis would show it ---------------------------------------------------
 
@@ -342,6 +412,12 @@ class JobModel:
             Field.ROUND: c.round, Field.ROUNDS: c.rounds, Field.EPOCH: c.epoch,
             Field.CLUSTER_EPOCHS: c.cluster_epochs, Field.GLOBAL: c.global_digest,
             Field.SAMPLES: c.samples,
+            Field.ROUND_TIMEOUT: c.tolerance.round_timeout_ms,
+            Field.MIN_CLIENTS: c.tolerance.min_clients,
+            Field.AGGREGATION_TIMEOUT: c.tolerance.aggregation_timeout_ms,
+            Field.QUORUM: c.tolerance.quorum, Field.DEADLINE: "set" if c.deadline else "",
+            Field.ATTEMPT: c.attempt, Field.PARENT_GEN: c.parent_gen, Field.DROPPED: c.dropped,
+            Field.FAILURE: c.failure,
         }
         if not c.parent:
             fields[Field.OUTCOME] = self.outcome
@@ -351,9 +427,9 @@ class JobModel:
         return {f.value: str(int(v) if isinstance(v, int) else v) for f, v in fields.items()}
 
 
-def majority(digests: list[str], voters: int) -> str | None:
-    """The digest more than half of `voters` agree on, if any."""
-    for digest in dict.fromkeys(digests):
-        if digests.count(digest) * 2 > voters:
-            return digest
-    return None
+def majority(digests: list[str], needed: int) -> str | None:
+    """The digest with the most votes if it has at least `needed`; a tie goes to the smaller
+    digest."""
+    counts = {d: digests.count(d) for d in digests}
+    ranked = sorted(counts, key=lambda d: (-counts[d], d))
+    return ranked[0] if ranked and counts[ranked[0]] >= needed else None

@@ -5,7 +5,8 @@
   KEYS[1] job        the root cluster hash            hierfl:{ROOT}:job:ROOT
   ARGV[1] root       the root job name
   ARGV[2] tree       JSON list of cluster specs in pre-order: {name, parent, level, children,
-                     clients, workers, cluster_epochs}
+                     clients, workers, cluster_epochs, tolerance: {round_timeout_ms,
+                     min_clients, aggregation_timeout_ms, quorum}}
   ARGV[3] sheet      the job sheet (canonical JSON)
   ARGV[4] rounds     global rounds
   ARGV[5] shares     JSON {cluster: {client id: share digest}}
@@ -19,6 +20,12 @@
 --- @include "lib/event"
 
 local function is_null(v) return v == nil or v == cjson.null end
+
+local function tolerance_of(spec)
+  local t = is_null(spec.tolerance) and {} or spec.tolerance
+  return as_int(t.round_timeout_ms, 0), as_int(t.min_clients, 0),
+    as_int(t.aggregation_timeout_ms, 0), as_int(t.quorum, 0)
+end
 
 local function decode(text, what, root)
   local ok, value = pcall(cjson.decode, text)
@@ -41,6 +48,11 @@ local function validate(root, tree, shares)
       refuse(ERR.BAD_ARGUMENT, "job=" .. root .. " cluster=" .. spec.name
         .. ": needs at least one worker and one client or sub-cluster")
     end
+    local _, _, _, quorum = tolerance_of(spec)
+    if quorum > #spec.workers then
+      refuse(ERR.BAD_ARGUMENT, "job=" .. root .. " cluster=" .. spec.name .. ": quorum "
+        .. quorum .. " exceeds its " .. #spec.workers .. " workers")
+    end
   end
   for cluster, by_client in pairs(shares) do
     for client, digest in pairs(by_client) do
@@ -54,6 +66,7 @@ end
 
 local function create_cluster(root, spec, rounds, now)
   local name = spec.name
+  local round_timeout, min_clients, aggregation_timeout, quorum = tolerance_of(spec)
   redis.call("HSET", KEY.job(root, name),
     F.NAME, name, F.ROOT, root, F.PARENT, is_null(spec.parent) and "" or spec.parent,
     F.LEVEL, spec.level, F.CHILDREN, table.concat(spec.children, ","),
@@ -62,6 +75,9 @@ local function create_cluster(root, spec, rounds, now)
     F.CLIENT_STAGE, STATUS.DEPLOYED, F.WORKER_STAGE, STATUS.DEPLOYED,
     F.PROCESS_STAGE, STAGE.IDLE, F.GENERATION, 0, F.ROUND, 0, F.ROUNDS, rounds,
     F.EPOCH, 0, F.CLUSTER_EPOCHS, spec.cluster_epochs, F.GLOBAL, "", F.SAMPLES, 0,
+    F.ROUND_TIMEOUT, round_timeout, F.MIN_CLIENTS, min_clients,
+    F.AGGREGATION_TIMEOUT, aggregation_timeout, F.QUORUM, quorum, F.DEADLINE, "",
+    F.ATTEMPT, 0, F.PARENT_GEN, 0, F.DROPPED, "", F.FAILURE, "",
     F.CREATED_AT, now, F.UPDATED_AT, now)
   for _, child in ipairs(spec.children) do
     redis.call("HSET", KEY.clients(root, name), child, STATUS.DEPLOYED)

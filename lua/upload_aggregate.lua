@@ -1,6 +1,7 @@
 --[[
   upload_aggregate: a worker uploads its aggregate (BUSY -> DONE). When every worker has
-  uploaded, consensus picks the digest a strict majority agrees on (none: the job fails), then:
+  uploaded, consensus picks the digest its quorum agrees on (by default a strict majority; none:
+  aggregation runs once more, then the cluster fails), then:
   the root starts its next round or, after the last one, finishes the tree; a sub-cluster with
   cluster epochs left starts its next local round in its subtree; a sub-cluster done with its
   epochs submits the result to its parent (weight = its samples) and turns DONE there, which
@@ -17,8 +18,8 @@
   Returns: the node's status
   Errors: UNKNOWN_CLUSTER, UNKNOWN_NODE, BAD_ARGUMENT, ILLEGAL_TRANSITION, STALE_GENERATION, MISSING_BLOB
   Writes: the node's status; aggregates; worker_stage; epoch, samples, global, process_stage,
-          generation, round of this cluster and those below or above it; history; outcome;
-          events
+          generation, round, deadline, attempt, failure of this cluster and those below or
+          above it; history; outcome; events
 ]]
 --- @include "lib/check"
 --- @include "lib/cascade"
@@ -39,7 +40,7 @@ local function main()
   recompute_stages(ctx.root, ctx.cluster)
   local workers = redis.call("HLEN", KEY.workers(ctx.root, ctx.cluster))
   if redis.call("HLEN", KEY.aggregates(ctx.root, ctx.cluster)) == workers then
-    conclude(ctx.root, ctx.cluster)
+    conclude(ctx.root, ctx.cluster, false)
   end
   return status
 end

@@ -115,8 +115,10 @@ def test_a_failed_job_gives_the_reason(driver):
     driver.train_cluster("demo#0")
     a, b = driver.blobs.put(b"one"), driver.blobs.put(b"two")
     driver.aggregate_cluster("demo#0", digests={"w0": a, "w1": b})
+    driver.aggregate_cluster("demo#0", digests={"w0": a, "w1": b})  # the re-run disagrees too
     head = explain(driver.job())[0]
-    assert head.text.startswith("failed: no majority among the 2 aggregates of cluster demo#0")
+    assert head.text.startswith("failed: cluster demo#0 failed (no 2 matching aggregates among "
+                                "the 2 uploaded in cluster demo#0)")
 
 
 @pytest.fixture

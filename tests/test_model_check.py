@@ -8,6 +8,7 @@ model's error code and leave every key of the tree byte-identical.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 import redis
@@ -23,7 +24,7 @@ from hypothesis.stateful import (
 
 from hierfl import keys
 from hierfl.errors import ScriptError
-from hierfl.jobtree import ClusterSpec, child_name
+from hierfl.jobtree import ClusterSpec, Tolerance, child_name
 from hierfl.protocol import TRANSITIONS, NodeStatus, ProcessStage
 from hierfl.reference import JobModel, Refusal
 from hierfl.store.blobs import BlobStore, digest_of
@@ -42,6 +43,11 @@ def trees(draw) -> list[ClusterSpec]:
     have both direct clients and sub-clusters."""
     depth = draw(st.integers(0, 2))
     specs: list[ClusterSpec] = []
+    # Deadlines of 1 ms have always passed when the check calls close_round (it waits 2 ms).
+    tolerance = Tolerance(round_timeout_ms=draw(st.sampled_from([0, 0, 1])),
+                          min_clients=draw(st.integers(0, 2)),
+                          aggregation_timeout_ms=draw(st.sampled_from([0, 0, 1])),
+                          quorum=draw(st.integers(0, 1)))
 
     def add(name: str, parent: str | None, level: int) -> None:
         n_sub = draw(st.integers(1, 3 if level == 0 else 2)) if level < depth else 0
@@ -52,6 +58,7 @@ def trees(draw) -> list[ClusterSpec]:
             clients=[f"c{i}" for i in range(n_clients)],
             workers=[f"w{i}" for i in range(draw(st.integers(1, 3)))],
             cluster_epochs=draw(st.integers(1, 2)) if level else 1,
+            tolerance=tolerance,
         )
         specs.append(spec)
         for child in spec.children:
@@ -80,6 +87,8 @@ def redis_state(client: redis.Redis) -> dict:
         if kind == "hash":
             value = {k.decode(): v.decode() for k, v in value.items() if k.decode()
                      not in TIMESTAMPS}
+            if value.get("deadline"):
+                value["deadline"] = "set"  # server time: the model only knows it is set
         state[key] = value
     return state
 
@@ -162,6 +171,8 @@ class ProtocolMachine(RuleBasedStateMachine):
         """The op a well-behaved node would send now."""
         c = self.model.clusters.get(cluster)
         gen = c.generation if c else 0
+        if name == "close_round":
+            return Op(name, cluster, role, node, (gen,))
         if name == "ack_dataset":
             offer = self.fresh() if role == "worker" and self.model.candidate is None else ""
             return Op(name, cluster, role, node, (offer,))
@@ -175,10 +186,15 @@ class ProtocolMachine(RuleBasedStateMachine):
         return Op(name, cluster, role, node)
 
     def enabled(self) -> list[tuple[str, str, str, str]]:
-        """(transition, cluster, role, node) of every call that would move a node now."""
-        return [(t.name, cluster, role, node) for cluster, role, node in self.nodes
-                for t in TRANSITIONS
-                if role in t.roles and self.model.can_move(t.name, cluster, role, node)]
+        """(transition, cluster, role, node) of every call that would move a node now, and
+        ("close_round", cluster, "", "") where a deadline could close a phase."""
+        moves = [(t.name, cluster, role, node) for cluster, role, node in self.nodes
+                 for t in TRANSITIONS
+                 if role in t.roles and self.model.can_move(t.name, cluster, role, node)]
+        closes = [("close_round", c.name, "", "") for c in self.model.clusters.values()
+                  if c.deadline and c.process_stage in (ProcessStage.TRAINING,
+                                                        ProcessStage.AGGREGATING)]
+        return moves + closes
 
     # -- rules -------------------------------------------------------------------------------
 
@@ -201,7 +217,7 @@ class ProtocolMachine(RuleBasedStateMachine):
         cluster, role, node = data.draw(st.sampled_from(
             self.nodes + self.sub_members + [(ROOT, "client", "ghost"), (ROOT + "#9", "worker",
                                                                           "w0")]))
-        name = data.draw(st.sampled_from([t.name for t in TRANSITIONS]))
+        name = data.draw(st.sampled_from([t.name for t in TRANSITIONS] + ["close_round"]))
         op = self.canonical(name, cluster, role, node, odd=data.draw(st.booleans()))
         mutation = data.draw(st.sampled_from(["none", "gen-1", "gen+1", "unstored", "nothex",
                                               "zero", "role"]))
@@ -224,14 +240,23 @@ class ProtocolMachine(RuleBasedStateMachine):
 
     def apply(self, op: Op) -> None:
         note(str(op))
+        if op.name == "close_round":
+            time.sleep(0.002)  # every 1 ms deadline has passed
+            model_call = lambda: self.model.close_round(op.cluster, *op.args)  # noqa: E731
+            redis_call = lambda: self.scripts.close_round(op.cluster, *op.args)  # noqa: E731
+        else:
+            model_call = lambda: self.model.apply(  # noqa: E731
+                op.name, op.cluster, op.role, op.node, *op.args)
+            redis_call = lambda: getattr(self.scripts, op.name)(  # noqa: E731
+                op.cluster, op.role, op.node, *op.args)
         try:  # the model, like the scripts, checks everything before its first change
-            expected = self.model.apply(op.name, op.cluster, op.role, op.node, *op.args)
+            expected = model_call()
             refusal = None
         except Refusal as exc:
             refusal = exc
         before = dump(self.client) if refusal else None
         try:
-            got = getattr(self.scripts, op.name)(op.cluster, op.role, op.node, *op.args)
+            got = redis_call()
             error = None
         except ScriptError as exc:
             error = exc

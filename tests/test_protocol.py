@@ -172,16 +172,21 @@ def test_three_worker_consensus_outvotes_the_odd_aggregate(r):
     assert consensus[-1][b"digest"].decode() == agreed and consensus[-1][b"votes"] == b"2"
 
 
-def test_no_majority_fails_the_job_with_a_reason(r):
+def test_no_majority_reruns_aggregation_once_then_fails_the_job(r):
     d = Driver(r, sub=[], clients=[1], workers=[2], rounds=1)
     d.setup()
     d.train_cluster("demo")
     other = d.blobs.put(b"another aggregate")
     d.aggregate_cluster("demo", digests={"w1": other})
     top = d.cluster("demo")
+    assert top.outcome == Outcome.RUNNING.value
+    assert top.process_stage == ProcessStage.AGGREGATING and top.fields["attempt"] == "1"
+    assert top.uploaded == frozenset() and top.generation == 1
+    d.aggregate_cluster("demo", digests={"w1": other})  # the same disagreement again
+    top = d.cluster("demo")
     assert top.outcome == Outcome.FAILED.value
     assert top.process_stage == ProcessStage.FINISHED
-    assert "no majority among the 2 aggregates of cluster demo" in top.fields["reason"]
+    assert "no 2 matching aggregates among the 2 uploaded in cluster demo" in top.fields["reason"]
 
 
 # -- refusals: each names job, cluster, node, from and to, and changes nothing ---------------

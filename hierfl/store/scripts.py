@@ -106,6 +106,9 @@ class Scripts:
     def ack_exit(self, cluster: str, role: str, node: str) -> int:
         return int(self._call("ack_exit", [keys.job(cluster)], [cluster, role, node]))
 
+    def close_round(self, cluster: str, generation: int) -> bool:
+        return bool(self._call("close_round", [keys.job(cluster)], [cluster, generation]))
+
     def record_metric(
         self, root: str, node: str, round_: int, digest: str, accuracy: float, loss: float
     ) -> bool:

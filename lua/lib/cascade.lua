@@ -44,16 +44,25 @@ local function set_status_in_parent(root, cluster, parent, status)
   emit(root, parent, "cluster/" .. cluster, "cascade", from, status)
 end
 
+-- The server time `timeout_field` ms from now, or "" when that timeout is 0 (wait forever).
+local function deadline_after(job, timeout_field)
+  local timeout = hget_int(job, timeout_field)
+  if timeout <= 0 then return "" end
+  return now_ms() + timeout
+end
+
 -- A new generation in `cluster` and every cluster below it, with `digest` as their global.
 local function begin_generation(root, cluster, digest)
   local job = KEY.job(root, cluster)
   local round = hget_int(KEY.job(root, root), F.ROUND)
-  redis.call("HSET", job, F.GLOBAL, digest, F.PROCESS_STAGE, STAGE.TRAINING, F.ROUND, round)
-  redis.call("HINCRBY", job, F.GENERATION, 1)
+  redis.call("HSET", job, F.GLOBAL, digest, F.PROCESS_STAGE, STAGE.TRAINING, F.ROUND, round,
+    F.DEADLINE, deadline_after(job, F.ROUND_TIMEOUT), F.ATTEMPT, 0, F.DROPPED, "",
+    F.FAILURE, "")
+  local generation = redis.call("HINCRBY", job, F.GENERATION, 1)
   redis.call("DEL", KEY.submissions(root, cluster), KEY.samples(root, cluster),
     KEY.aggregates(root, cluster))
   for _, child in ipairs(children_of(root, cluster)) do
-    redis.call("HSET", KEY.job(root, child), F.EPOCH, 0)
+    redis.call("HSET", KEY.job(root, child), F.EPOCH, 0, F.PARENT_GEN, generation)
     set_status_in_parent(root, child, cluster, STATUS.BUSY)
     begin_generation(root, child, digest)
   end
@@ -64,7 +73,7 @@ end
 local function finish_tree(root, outcome, reason, digest)
   redis.call("HSET", KEY.job(root, root), F.OUTCOME, outcome, F.REASON, reason or "")
   each_below(root, root, function(cluster)
-    redis.call("HSET", KEY.job(root, cluster), F.PROCESS_STAGE, STAGE.FINISHED)
+    redis.call("HSET", KEY.job(root, cluster), F.PROCESS_STAGE, STAGE.FINISHED, F.DEADLINE, "")
     if digest then redis.call("HSET", KEY.job(root, cluster), F.GLOBAL, digest) end
   end)
   emit(root, root, nil, outcome, "", "", { "reason", reason or "" })
@@ -107,6 +116,13 @@ local function settle(root, cluster)
   end
 end
 
+local function start_aggregating(root, cluster)
+  local job = KEY.job(root, cluster)
+  redis.call("HSET", job, F.PROCESS_STAGE, STAGE.AGGREGATING,
+    F.DEADLINE, deadline_after(job, F.AGGREGATION_TIMEOUT))
+  emit(root, cluster, nil, "aggregation", STAGE.TRAINING, STAGE.AGGREGATING)
+end
+
 -- Records a member's parameters for this generation; when every member has submitted, the
 -- cluster moves on to aggregation.
 local function record_submission(root, cluster, member, digest, samples)
@@ -114,12 +130,12 @@ local function record_submission(root, cluster, member, digest, samples)
   redis.call("HSET", KEY.samples(root, cluster), member, samples)
   local members = redis.call("HLEN", KEY.clients(root, cluster))
   if redis.call("HLEN", KEY.submissions(root, cluster)) == members then
-    redis.call("HSET", KEY.job(root, cluster), F.PROCESS_STAGE, STAGE.AGGREGATING)
-    emit(root, cluster, nil, "aggregation", STAGE.TRAINING, STAGE.AGGREGATING)
+    start_aggregating(root, cluster)
   end
 end
 
--- The digest that a strict majority of the cluster's workers uploaded, or nil.
+-- The digest that enough of the cluster's workers uploaded (its quorum, by default a strict
+-- majority of all its workers), with its votes and the votes needed; nil when none has them.
 local function majority(root, cluster)
   local counts, order = {}, {}
   local uploads = redis.call("HGETALL", KEY.aggregates(root, cluster))
@@ -128,11 +144,31 @@ local function majority(root, cluster)
     if not counts[d] then order[#order + 1] = d; counts[d] = 0 end
     counts[d] = counts[d] + 1
   end
-  local workers = redis.call("HLEN", KEY.workers(root, cluster))
-  for _, d in ipairs(order) do
-    if counts[d] * 2 > workers then return d, counts[d], workers end
+  local needed = hget_int(KEY.job(root, cluster), F.QUORUM)
+  if needed <= 0 then
+    needed = math.floor(redis.call("HLEN", KEY.workers(root, cluster)) / 2) + 1
   end
-  return nil, 0, workers
+  -- The most votes wins; a tie (possible with a small quorum) goes to the smaller digest.
+  local best = nil
+  for _, d in ipairs(order) do
+    if counts[d] >= needed and (not best or counts[d] > counts[best]
+        or (counts[d] == counts[best] and d < best)) then
+      best = d
+    end
+  end
+  if best then return best, counts[best], needed end
+  return nil, 0, needed
+end
+
+-- Workers whose upload differs from the winner, or who did not upload (comma-separated).
+local function dissenters(root, cluster, winner)
+  local out = {}
+  local workers = redis.call("HKEYS", KEY.workers(root, cluster))
+  table.sort(workers)
+  for _, w in ipairs(workers) do
+    if redis.call("HGET", KEY.aggregates(root, cluster), w) ~= winner then out[#out + 1] = w end
+  end
+  return table.concat(out, ",")
 end
 
 local function total_samples(root, cluster)
@@ -143,19 +179,30 @@ local function total_samples(root, cluster)
   return total
 end
 
--- Called when every worker of `cluster` has uploaded: consensus, then the round decision.
-local function conclude(root, cluster)
-  local winner, votes, workers = majority(root, cluster)
-  if not winner then
-    finish_tree(root, OUTCOME.FAILED, "no majority among the " .. workers
-      .. " aggregates of cluster " .. cluster)
+-- A sub-cluster that cannot deliver this round. The root failing ends the job; a sub-cluster's
+-- parent goes on without it at its own deadline, and without one the job cannot go on.
+local function fail_cluster(root, cluster, reason)
+  local job = KEY.job(root, cluster)
+  local parent = redis.call("HGET", job, F.PARENT)
+  if parent == "" then
+    finish_tree(root, OUTCOME.FAILED, reason)
     return
   end
+  redis.call("HSET", job, F.PROCESS_STAGE, STAGE.IDLE, F.DEADLINE, "", F.FAILURE, reason)
+  emit(root, cluster, nil, "cluster_failed", "", "", { "reason", reason })
+  if hget_int(KEY.job(root, parent), F.ROUND_TIMEOUT) <= 0 then
+    finish_tree(root, OUTCOME.FAILED, "cluster " .. cluster .. " failed (" .. reason
+      .. ") and cluster " .. parent .. " has no round_timeout to go on without it")
+  end
+end
+
+-- The agreed digest moves the tree on: the next round, the next cluster epoch, the parent's
+-- submission, or the end of the job.
+local function apply_winner(root, cluster, winner)
   local job = KEY.job(root, cluster)
   local epoch = redis.call("HINCRBY", job, F.EPOCH, 1)
   local samples = total_samples(root, cluster)
   redis.call("HSET", job, F.SAMPLES, samples)
-  emit(root, cluster, nil, "consensus", "", "", { "digest", winner, "votes", votes })
   local parent = redis.call("HGET", job, F.PARENT)
   if parent == "" then
     local round = hget_int(job, F.ROUND)
@@ -169,11 +216,68 @@ local function conclude(root, cluster)
   elseif epoch < hget_int(job, F.CLUSTER_EPOCHS) then
     begin_generation(root, cluster, winner)
   else
-    redis.call("HSET", job, F.GLOBAL, winner, F.PROCESS_STAGE, STAGE.IDLE)
+    redis.call("HSET", job, F.GLOBAL, winner, F.PROCESS_STAGE, STAGE.IDLE, F.DEADLINE, "")
+    local parent_job = KEY.job(root, parent)
+    if hget_int(parent_job, F.PROCESS_STAGE) ~= STAGE.TRAINING
+        or hget_int(parent_job, F.GENERATION) ~= hget_int(job, F.PARENT_GEN) then
+      emit(root, cluster, nil, "late", "", "", { "parent_gen", hget_int(job, F.PARENT_GEN) })
+      return
+    end
     set_status_in_parent(root, cluster, parent, STATUS.DONE)
     recompute_stages(root, parent)
     record_submission(root, parent, cluster, winner, samples)
   end
+end
+
+-- Consensus over the uploaded aggregates: when every worker has uploaded, or at the
+-- aggregation deadline. No winner: aggregation runs once more, then the cluster fails.
+local function conclude(root, cluster, at_deadline)
+  local job = KEY.job(root, cluster)
+  local winner, votes, needed = majority(root, cluster)
+  if not winner then
+    if at_deadline or hget_int(job, F.ATTEMPT) > 0 then
+      fail_cluster(root, cluster, "no " .. needed .. " matching aggregates among the "
+        .. redis.call("HLEN", KEY.aggregates(root, cluster)) .. " uploaded in cluster " .. cluster)
+    else
+      redis.call("HINCRBY", job, F.ATTEMPT, 1)
+      redis.call("DEL", KEY.aggregates(root, cluster))
+      redis.call("HSET", job, F.DEADLINE, deadline_after(job, F.AGGREGATION_TIMEOUT))
+      emit(root, cluster, nil, "reaggregate", "", "", { "needed", needed })
+    end
+    return
+  end
+  emit(root, cluster, nil, "consensus", "", "", { "digest", winner, "votes", votes,
+    "outvoted", dissenters(root, cluster, winner) })
+  apply_winner(root, cluster, winner)
+end
+
+-- At a passed deadline: training closes with the submissions it has (if enough), aggregation
+-- with the aggregates it has (if a quorum agrees).
+local function close_phase(root, cluster)
+  local job = KEY.job(root, cluster)
+  if hget_int(job, F.PROCESS_STAGE) == STAGE.AGGREGATING then
+    conclude(root, cluster, true)
+    return
+  end
+  local members = redis.call("HKEYS", KEY.clients(root, cluster))
+  local submitted = redis.call("HLEN", KEY.submissions(root, cluster))
+  local needed = hget_int(job, F.MIN_CLIENTS)
+  if needed <= 0 or needed > #members then needed = #members end
+  if submitted < needed or submitted == 0 then
+    fail_cluster(root, cluster, "only " .. submitted .. " of " .. #members
+      .. " members submitted by the deadline (min_clients " .. needed .. ")")
+    return
+  end
+  table.sort(members)
+  local dropped = {}
+  for _, m in ipairs(members) do
+    if redis.call("HEXISTS", KEY.submissions(root, cluster), m) == 0 then
+      dropped[#dropped + 1] = m
+    end
+  end
+  redis.call("HSET", job, F.DROPPED, table.concat(dropped, ","))
+  emit(root, cluster, nil, "dropped", "", "", { "members", table.concat(dropped, ",") })
+  start_aggregating(root, cluster)
 end
 
 -- Sets a node's new status (after its checks passed) and records the event.

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from hierfl.errors import BadInput
-from hierfl.jobtree import ClusterSpec, build_tree, check_root_name
+from hierfl.jobtree import ClusterSpec, Tolerance, build_tree, check_root_name
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -86,6 +86,24 @@ class DataConfig:
 
 
 @dataclass(frozen=True)
+class ToleranceConfig:
+    """Stragglers and dropouts: how long a cluster waits, and how many members suffice."""
+
+    round_timeout: float = 0.0  # seconds a generation waits for submissions; 0 = forever
+    min_clients: int = 0  # submissions that suffice at that deadline; 0 = every member
+    aggregation_timeout: float = 0.0  # seconds aggregation waits for the workers; 0 = forever
+    quorum: int = 0  # identical aggregates consensus needs; 0 = a majority of the workers
+
+    def for_clusters(self) -> Tolerance:
+        return Tolerance(
+            round_timeout_ms=round(self.round_timeout * 1000),
+            min_clients=self.min_clients,
+            aggregation_timeout_ms=round(self.aggregation_timeout * 1000),
+            quorum=self.quorum,
+        )
+
+
+@dataclass(frozen=True)
 class JobSheet:
     name: str
     rounds: int
@@ -95,6 +113,7 @@ class JobSheet:
     training: TrainingConfig = field(default_factory=TrainingConfig)
     aggregation: AggregationConfig = field(default_factory=AggregationConfig)
     data: DataConfig = field(default_factory=DataConfig)
+    tolerance: ToleranceConfig = field(default_factory=ToleranceConfig)
 
     def to_dict(self) -> dict[str, Any]:
         """The sheet in TOML's section layout, with lists instead of tuples."""
@@ -104,6 +123,7 @@ class JobSheet:
             "training": self.training,
             "aggregation": self.aggregation,
             "data": self.data,
+            "tolerance": self.tolerance,
         }
         doc: dict[str, Any] = {"job": {"name": self.name, "rounds": self.rounds, "seed": self.seed}}
         for title, section in sections.items():
@@ -136,6 +156,7 @@ class JobSheet:
             clients=list(t.clients),
             workers=list(t.workers),
             cluster_epochs=list(t.cluster_epochs),
+            tolerance=self.tolerance.for_clusters(),
         )
 
     def with_overrides(self, **overrides: Any) -> JobSheet:
@@ -311,6 +332,7 @@ _KEYS: dict[str, tuple[str, ...]] = {
         "n_features",
         "n_classes",
     ),
+    "tolerance": ("round_timeout", "min_clients", "aggregation_timeout", "quorum"),
 }
 
 
@@ -364,11 +386,17 @@ def _from_mapping(doc: Mapping[str, Any], source: str, base_dir: Path | None) ->
         training=_training(section("training")),
         aggregation=_aggregation(section("aggregation")),
         data=_data(section("data"), base_dir),
+        tolerance=_tolerance(section("tolerance")),
     )
     try:
         sheet.tree()
     except BadInput as exc:
         raise BadInput(f"job sheet {source}: [topology]: {exc}") from None
+    fewest = min(sheet.topology.workers)
+    if sheet.tolerance.quorum > fewest:
+        raise section("tolerance").fail(
+            "quorum", f"must be at most {fewest}, the fewest workers of any cluster",
+            sheet.tolerance.quorum)
     return sheet
 
 
@@ -459,6 +487,17 @@ def _training(sec: _Section) -> TrainingConfig:
         momentum=sec.number("momentum", 0.9, "a number in [0, 1)", lambda v: 0 <= v < 1),
         batch_size=sec.integer("batch_size", 32, minimum=1, maximum=1_000_000),
         local_epochs=sec.integer("local_epochs", 1, minimum=1, maximum=10_000),
+    )
+
+
+def _tolerance(sec: _Section) -> ToleranceConfig:
+    seconds = "a number of seconds >= 0 (0 = wait forever)"
+    return ToleranceConfig(
+        round_timeout=float(sec.number("round_timeout", 0.0, seconds, lambda v: v >= 0)),
+        min_clients=sec.integer("min_clients", 0, minimum=0),
+        aggregation_timeout=float(
+            sec.number("aggregation_timeout", 0.0, seconds, lambda v: v >= 0)),
+        quorum=sec.integer("quorum", 0, minimum=0),
     )
 
 

@@ -18,6 +18,7 @@ TEMPLATES: dict[str, str] = {
     "submissions": "hierfl:{{{root}}}:submissions:{cluster}",  # member id -> params digest
     "samples": "hierfl:{{{root}}}:samples:{cluster}",  # member id -> training sample count
     "aggregates": "hierfl:{{{root}}}:aggregates:{cluster}",  # worker id -> aggregate digest
+    "excluded": "hierfl:{{{root}}}:excluded:{cluster}",  # member id -> why its params were bad
     "shares": "hierfl:{{{root}}}:shares:{cluster}",  # client id -> dataset share digest
     "free": "hierfl:{{{root}}}:free:{role}",  # list of unclaimed "cluster/id" slots
     "claims": "hierfl:{{{root}}}:claims",  # "cluster/role/id" -> claimant
@@ -68,6 +69,10 @@ def samples(cluster: str) -> str:
 
 def aggregates(cluster: str) -> str:
     return TEMPLATES["aggregates"].format(root=root_of(cluster), cluster=cluster)
+
+
+def excluded(cluster: str) -> str:
+    return TEMPLATES["excluded"].format(root=root_of(cluster), cluster=cluster)
 
 
 def shares(cluster: str) -> str:

@@ -64,6 +64,7 @@ class ClusterModel:
     submissions: dict[str, str] = field(default_factory=dict)
     sample_counts: dict[str, int] = field(default_factory=dict)
     aggregates: dict[str, str] = field(default_factory=dict)
+    excluded: dict[str, str] = field(default_factory=dict)
 
     def members(self, role: str) -> dict[str, int]:
         return self.clients if role == "client" else self.workers
@@ -201,6 +202,29 @@ class JobModel:
         own = c.submissions if name == "start_training" else c.aggregates
         return not repeated and not (name.startswith("start_") and node in own)
 
+    def report_exclusion(self, cluster: str, role: str, node: str, generation: int,
+                         member: str, reason: str) -> int:
+        c = self.clusters.get(cluster)
+        if c is None:
+            raise Refusal(ErrorCode.UNKNOWN_CLUSTER, f"no such cluster {cluster}")
+        if role not in ("client", "worker"):
+            raise Refusal(ErrorCode.BAD_ARGUMENT, f"unknown role {role}")
+        if c.members(role).get(node) is None or "#" in node:
+            raise Refusal(ErrorCode.UNKNOWN_NODE, f"no such {role} {node}")
+        if role != "worker":
+            raise Refusal(ErrorCode.ILLEGAL_TRANSITION, "only a worker excludes submissions")
+        if generation != c.generation:
+            raise Refusal(ErrorCode.STALE_GENERATION, "stale generation")
+        if c.process_stage != ProcessStage.AGGREGATING:
+            raise Refusal(ErrorCode.ILLEGAL_TRANSITION, "not aggregating")
+        if member not in c.submissions:
+            raise Refusal(ErrorCode.BAD_ARGUMENT, f"{member} has no submission")
+        if member in c.excluded:
+            return 0
+        c.excluded[member] = reason
+        self._emit()
+        return 1
+
     def close_round(self, cluster: str, generation: int) -> int:
         """At a passed deadline (the model check only calls it once one has passed)."""
         c = self.clusters.get(cluster)
@@ -301,7 +325,7 @@ class JobModel:
         c.deadline = c.tolerance.round_timeout_ms > 0
         c.attempt, c.dropped, c.failure = 0, "", ""
         c.generation += 1
-        c.submissions, c.sample_counts, c.aggregates = {}, {}, {}
+        c.submissions, c.sample_counts, c.aggregates, c.excluded = {}, {}, {}, {}
         for name in c.children:
             child = self.clusters[name]
             child.epoch = 0

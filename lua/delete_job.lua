@@ -50,7 +50,8 @@ local function main()
   each_below(root, root, function(cluster)
     for _, key in ipairs({ KEY.job(root, cluster), KEY.clients(root, cluster),
         KEY.workers(root, cluster), KEY.submissions(root, cluster), KEY.samples(root, cluster),
-        KEY.aggregates(root, cluster), KEY.shares(root, cluster) }) do
+        KEY.aggregates(root, cluster), KEY.excluded(root, cluster),
+        KEY.shares(root, cluster) }) do
       doomed[#doomed + 1] = key
     end
   end)

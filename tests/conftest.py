@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import redis
-from hypothesis import settings
+from hypothesis import Phase, settings
 
 from hierfl.store.connection import connect
 from hierfl.store.server import EmbeddedServer
@@ -21,6 +21,8 @@ from hierfl.store.server import EmbeddedServer
 # Model-check budgets: "ci" by default, `--hypothesis-profile thorough` for thousands.
 settings.register_profile("ci", max_examples=200, stateful_step_count=40, deadline=None)
 settings.register_profile("thorough", max_examples=3000, stateful_step_count=80, deadline=None)
+settings.register_profile("replay", max_examples=200, stateful_step_count=40, deadline=None,
+                          phases=[Phase.explicit, Phase.reuse, Phase.generate])  # no shrinking
 settings.load_profile("ci")
 
 #: The checkout root (the directory holding the `hierfl` package), for subprocesses.

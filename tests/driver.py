@@ -119,7 +119,22 @@ class Driver:
         for cluster, role, node in self.nodes():
             self.scripts.ack_exit(cluster, role, node)
 
-    def dump(self) -> dict[bytes, bytes]:
-        """Every key of the tree with its DUMP, to prove a refusal changed nothing."""
-        found = self.client.scan_iter(match=keys.tree_pattern(self.root), count=1000)
-        return {k: self.client.dump(k) for k in sorted(found)}
+    def dump(self) -> dict[bytes, object]:
+        """Every key of the tree, byte for byte, to prove a refusal changed nothing."""
+        return tree_dump(self.client, self.root)
+
+
+def tree_dump(client: redis.Redis, root: str) -> dict[bytes, object]:
+    """Every key of a tree with its DUMP, except hashes: those are compared by their sorted
+    fields and values, because a hashtable-encoded hash's DUMP lists its fields in table order,
+    which a mere read can change (Redis rehashes incrementally on lookups)."""
+    found = sorted(client.scan_iter(match=keys.tree_pattern(root), count=1000))
+    pipe = client.pipeline(transaction=True)
+    for key in found:
+        pipe.type(key)
+    kinds = pipe.execute()
+    pipe = client.pipeline(transaction=True)
+    for key, kind in zip(found, kinds, strict=True):
+        (pipe.hgetall if kind == b"hash" else pipe.dump)(key)
+    return {key: sorted(value.items()) if kind == b"hash" else value
+            for key, kind, value in zip(found, kinds, pipe.execute(), strict=True)}

@@ -12,6 +12,7 @@ import time
 from dataclasses import dataclass
 
 import redis
+from driver import tree_dump
 from hypothesis import HealthCheck, event, note, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
@@ -101,7 +102,8 @@ def model_state(model: JobModel) -> dict:
         state[keys.workers(c.name)] = {k: str(int(v)) for k, v in c.workers.items()}
         for key, values in ((keys.submissions(c.name), c.submissions),
                             (keys.samples(c.name), c.sample_counts),
-                            (keys.aggregates(c.name), c.aggregates)):
+                            (keys.aggregates(c.name), c.aggregates),
+                            (keys.excluded(c.name), c.excluded)):
             if values:
                 state[key] = {k: str(v) for k, v in values.items()}
     if model.history:
@@ -113,8 +115,7 @@ def model_state(model: JobModel) -> dict:
 
 
 def dump(client: redis.Redis) -> dict:
-    found = sorted(client.scan_iter(match=keys.tree_pattern(ROOT), count=500))
-    return {k: client.dump(k) for k in found}
+    return tree_dump(client, ROOT)
 
 
 # -- operations --------------------------------------------------------------------------
@@ -173,6 +174,10 @@ class ProtocolMachine(RuleBasedStateMachine):
         gen = c.generation if c else 0
         if name == "close_round":
             return Op(name, cluster, role, node, (gen,))
+        if name == "report_exclusion":
+            pending = sorted(set(c.submissions) - set(c.excluded)) if c else []
+            member = pending[0] if pending else "c0"
+            return Op(name, cluster, role, node, (gen, member, f"bad params from {member}"))
         if name == "ack_dataset":
             offer = self.fresh() if role == "worker" and self.model.candidate is None else ""
             return Op(name, cluster, role, node, (offer,))
@@ -194,7 +199,11 @@ class ProtocolMachine(RuleBasedStateMachine):
         closes = [("close_round", c.name, "", "") for c in self.model.clusters.values()
                   if c.deadline and c.process_stage in (ProcessStage.TRAINING,
                                                         ProcessStage.AGGREGATING)]
-        return moves + closes
+        exclusions = [("report_exclusion", c.name, "worker", w) for c in
+                      self.model.clusters.values() for w in c.workers
+                      if c.process_stage == ProcessStage.AGGREGATING
+                      and set(c.submissions) - set(c.excluded)]
+        return moves + closes + exclusions
 
     # -- rules -------------------------------------------------------------------------------
 
@@ -217,7 +226,8 @@ class ProtocolMachine(RuleBasedStateMachine):
         cluster, role, node = data.draw(st.sampled_from(
             self.nodes + self.sub_members + [(ROOT, "client", "ghost"), (ROOT + "#9", "worker",
                                                                           "w0")]))
-        name = data.draw(st.sampled_from([t.name for t in TRANSITIONS] + ["close_round"]))
+        name = data.draw(st.sampled_from([t.name for t in TRANSITIONS]
+                                         + ["close_round", "report_exclusion"]))
         op = self.canonical(name, cluster, role, node, odd=data.draw(st.booleans()))
         mutation = data.draw(st.sampled_from(["none", "gen-1", "gen+1", "unstored", "nothex",
                                               "zero", "role"]))
@@ -255,6 +265,7 @@ class ProtocolMachine(RuleBasedStateMachine):
         except Refusal as exc:
             refusal = exc
         before = dump(self.client) if refusal else None
+        readable = redis_state(self.client) if refusal else None
         try:
             got = redis_call()
             error = None
@@ -263,7 +274,12 @@ class ProtocolMachine(RuleBasedStateMachine):
         if refusal is not None:
             assert error is not None, f"{op}: model refused ({refusal}) but Redis accepted"
             assert error.code == refusal.code, f"{op}: Redis said {error}, model {refusal}"
-            assert dump(self.client) == before, f"{op}: a refusal changed the state"
+            after = dump(self.client)
+            changed = sorted(k for k in set(before) | set(after) if before.get(k) != after.get(k))
+            now = redis_state(self.client)
+            detail = {k.decode(): (readable.get(k.decode()), now.get(k.decode()))
+                      for k in changed}
+            assert not changed, f"{op}: a refusal ({error}) changed {detail}"
             return
         assert error is None, f"{op}: Redis refused ({error}) but the model accepted"
         assert got == expected

@@ -29,6 +29,15 @@ def _register() -> None:
     app.command("explain")(explain.explain)
     app.command("events")(events.events)
 
+    from hierfl.cli import report
+
+    app.command("report")(report.report)
+
+    from hierfl.cli import ls, watch
+
+    app.command("watch")(watch.watch)
+    app.command("ls")(ls.ls)
+
 
 _register()
 

@@ -13,12 +13,21 @@ from typing import Annotated
 
 import redis
 import typer
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    SpinnerColumn,
+    TextColumn,
+    TimeElapsedColumn,
+)
 
 from hierfl import keys
 from hierfl.cli.common import RedisOption, open_redis, out, reports_errors
-from hierfl.lifecycle import deploy_job
 from hierfl.errors import HierflError
 from hierfl.jobtree import ClusterSpec
+from hierfl.lifecycle import deploy_job
 from hierfl.sheet import load_sheet
 from hierfl.store.state import JobStatus, job_exists, read_job
 from hierfl.store.waiter import KeyWaiter
@@ -55,7 +64,8 @@ def run(
         f"{job.rounds} rounds; node logs in {log_dir}/")
     procs = spawn_nodes(tree, url, log_dir)
     try:
-        status = follow(client, job.name, procs, say, timeout)
+        with RoundProgress(out, job.rounds, enabled=not (quiet or as_json)) as progress:
+            status = follow(client, job.name, procs, progress, timeout)
     finally:
         stop_nodes(procs)
     report(status, as_json, quiet)
@@ -92,21 +102,71 @@ def spawn_nodes(tree: list[ClusterSpec], url: str, log_dir: Path) -> dict[str, s
     return procs
 
 
-def follow(client: redis.Redis, root: str, procs: dict[str, subprocess.Popen], say,
-           timeout: float | None) -> JobStatus:
-    """Print each round's metrics as they land; return when every node has exited."""
+class RoundProgress:
+    """A progress bar over the job's rounds with the latest test accuracy, and one printed line
+    per evaluated round above it (so the history stays on screen). Disabled, it shows nothing.
+
+    Round 0 is the initial model; the bar counts the rounds whose global model was evaluated.
+    """
+
+    def __init__(self, console: Console, rounds: int, enabled: bool = True) -> None:
+        self.console = console
+        self.rounds = rounds
+        self.enabled = enabled
+        self.shown: set[int] = set()
+        self.progress = Progress(
+            SpinnerColumn(finished_text="[green]✓[/green]"),
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("rounds  accuracy [bold]{task.fields[accuracy]}[/bold]"),
+            TimeElapsedColumn(),
+            console=console,
+            disable=not enabled,
+        )
+        self.task = self.progress.add_task("starting", total=rounds, accuracy="–")
+
+    def __enter__(self) -> RoundProgress:
+        if self.enabled:
+            self.progress.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.enabled:
+            self.progress.stop()
+
+    def update(self, status: JobStatus, elapsed: float) -> None:
+        if not self.enabled:
+            return
+        new = [m for m in status.metrics if int(m["round"]) not in self.shown]
+        self.shown.update(int(m["round"]) for m in new)
+        done = max(self.shown, default=0)
+        latest = status.metrics[-1]["accuracy"] if status.metrics else None
+        top = status.top
+        if status.finished:
+            what = f"{status.root} {top.outcome or 'finished'}"
+        elif top.round:
+            what = f"{status.root} training round {top.round}"
+        else:
+            what = f"{status.root} setting up"
+        self.progress.update(self.task, completed=min(done, self.rounds), description=what,
+                             accuracy=f"{latest:.4f}" if latest is not None else "–")
+        # Printed after the update, so the bar redrawn below each line is already current.
+        for metric in new:
+            self.console.print(f"round {int(metric['round']):>3}/{self.rounds}  accuracy "
+                               f"{metric['accuracy']:.4f}  loss {metric['loss']:.4f}  "
+                               f"[dim]{elapsed:6.1f} s[/dim]")
+
+
+def follow(client: redis.Redis, root: str, procs: dict[str, subprocess.Popen],
+           progress: RoundProgress, timeout: float | None) -> JobStatus:
+    """Show each round's metrics as they land; return when every node has exited."""
     started = time.monotonic()
-    shown: set[int] = set()
     watched = [keys.job(root), keys.metrics(root)]
     with KeyWaiter(client, watched, safety_timeout=SUPERVISE_EVERY) as waiter:
         while True:
             status = read_job(client, root)
-            for metric in status.metrics:
-                if metric["round"] not in shown:
-                    shown.add(metric["round"])
-                    say(f"round {metric['round']:>3}/{status.top.rounds}  accuracy "
-                        f"{metric['accuracy']:.4f}  loss {metric['loss']:.4f}  "
-                        f"[dim]{time.monotonic() - started:6.1f} s[/dim]")
+            progress.update(status, time.monotonic() - started)
             if status.finished:
                 return status
             check_nodes(procs)

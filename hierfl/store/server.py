@@ -1,7 +1,10 @@
 """The embedded Redis server hierfl starts when the user gives it no Redis URL.
 
 One server per state directory, reachable only through a unix socket that only this user may
-open (``port 0``, socket and directory mode 0700). It persists with an append-only file and has
+open (``port 0``, socket and directory mode 0700) -- unless it is started with a TCP address to
+listen on (`hierfl server start --listen HOST:PORT`), and then only with a generated password
+(``requirepass``) kept in a 0600 file in the state directory, which hierfl's own clients read
+(docs/security.md). It persists with an append-only file and has
 the keyspace notifications hierfl's waiters need. It runs in its own session so it outlives the
 command that started it: the next `hierfl` command (or a node in another terminal) reuses it.
 """
@@ -13,7 +16,9 @@ import fcntl
 import importlib.util
 import os
 import re
+import secrets
 import shutil
+import stat
 import subprocess
 import time
 from collections.abc import Iterator
@@ -24,7 +29,7 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from hierfl.errors import RedisUnavailable
+from hierfl.errors import BadInput, RedisUnavailable
 
 #: Flags for ``notify-keyspace-events``: keyspace channel (K), generic (g), hash (h), string ($).
 NOTIFY_FLAGS = "Kgh$"
@@ -35,6 +40,13 @@ STOP_TIMEOUT = 10.0
 #: sun_path is 108 bytes on Linux and 104 on macOS, terminating NUL included.
 _MAX_SOCKET_PATH = 103
 _LOG_TAIL_LINES = 20
+#: The embedded server's password (only when it listens on TCP), beside its socket, mode 0600.
+PASSWORD_FILE = "redis.password"
+#: When the append-only file is fsynced: ``everysec`` (the default) may lose up to about a
+#: second of writes if the machine crashes (a killed redis-server alone loses nothing: its
+#: writes are already in the kernel); ``always`` fsyncs before every reply. Nodes re-apply
+#: whatever was lost (docs/reliability.md). Also $HIERFL_APPENDFSYNC.
+APPENDFSYNC_CHOICES = ("everysec", "always")
 
 
 def state_dir() -> Path:
@@ -132,16 +144,56 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+def embedded_password(socket_path: str) -> str | None:
+    """The password of the embedded server on unix socket `socket_path`, if it has one (only
+    one started with --listen does): the password file beside the socket."""
+    try:
+        return (Path(socket_path).parent / PASSWORD_FILE).read_text().strip() or None
+    except OSError:
+        return None
+
+
+def parse_listen(listen: str) -> tuple[str, int]:
+    """``"HOST:PORT"`` (``"[::1]:6390"`` for IPv6) -> (host, port), or BadInput."""
+    host, sep, port = listen.strip().rpartition(":")
+    host = host.strip("[]")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise BadInput(
+            f"--listen wants HOST:PORT with a port from 1 to 65535 (e.g. 127.0.0.1:6390), "
+            f"got {listen!r}"
+        )
+    return host, int(port)
+
+
+def _write_private(path: Path, text: str) -> None:
+    """Write `path` so that only its owner may ever read it (0600 from creation on)."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.fchmod(fd, 0o600)
+        os.write(fd, text.encode())
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+
+
 class EmbeddedServer:
     """A redis-server owned by hierfl, living in one state directory."""
 
-    def __init__(self, home: Path | None = None) -> None:
+    def __init__(self, home: Path | None = None, appendfsync: str | None = None) -> None:
+        self.appendfsync = appendfsync or os.environ.get("HIERFL_APPENDFSYNC") or "everysec"
+        if self.appendfsync not in APPENDFSYNC_CHOICES:
+            raise BadInput(
+                f"appendfsync must be one of {', '.join(APPENDFSYNC_CHOICES)}, "
+                f"got {self.appendfsync!r}"
+            )
         self.home = _private_dir(Path(home)) if home is not None else state_dir()
         self.socket_path = self.home / "redis.sock"
         self.conf_path = self.home / "redis.conf"
         self.pid_path = self.home / "redis.pid"
         self.log_path = self.home / "redis.log"
         self.lock_path = self.home / "redis.lock"
+        self.password_path = self.home / PASSWORD_FILE
         #: After `start()`: True if it found a server already running and reused it.
         self.reused = False
 
@@ -154,9 +206,23 @@ class EmbeddedServer:
 
     # -- public -----------------------------------------------------------------------------
 
-    def start(self) -> EmbeddedServer:
-        """Start the server, or reuse the one already running on our socket."""
-        if self._ping() == "up":
+    @property
+    def password(self) -> str | None:
+        """The server's password: only one started with a TCP address to listen on has one."""
+        return embedded_password(str(self.socket_path))
+
+    def start(self, listen: str | None = None) -> EmbeddedServer:
+        """Start the server, or reuse the one already running on our socket.
+
+        `listen` (``HOST:PORT``): also listen on that TCP address, with a generated password
+        (kept in `password_path`, mode 0600; the same one again on a restart with `listen`).
+        Without it a new server listens only on its unix socket, and a running one is reused
+        however it listens; with it, a running one must already listen there.
+        """
+        address = parse_listen(listen) if listen else None
+        state = self._ping()
+        if state == "up":
+            self._check_listening(address)
             self.reused = True
             return self
         self._check_socket_path()
@@ -164,11 +230,46 @@ class EmbeddedServer:
             # Another starter may have won the race while we waited for the lock.
             state = self._ping()
             if state == "down":
-                self._launch()
+                self._launch(address)
             elif state == "loading":
                 self._wait_ready(None)
+        if state != "down":
+            self._check_listening(address)
         self.reused = state != "down"
         return self
+
+    def listening(self) -> tuple[str, int] | None:
+        """The TCP address the running server listens on, or None (unix socket only, or not
+        running)."""
+        client = self._client()
+        try:
+            port = int(client.config_get("port").get("port") or 0)
+            bind = (client.config_get("bind").get("bind") or "").split()
+        except (redis.RedisError, ValueError):
+            return None
+        finally:
+            client.close()
+        return (bind[0].lstrip("-") if bind else "*", port) if port else None
+
+    def tcp_url(self, address: tuple[str, int] | None = None) -> str | None:
+        """The URL other machines use, password masked (the password is in `password_path`)."""
+        address = address or self.listening()
+        if address is None:
+            return None
+        host = f"[{address[0]}]" if ":" in address[0] else address[0]
+        return f"redis://:***@{host}:{address[1]}/0"
+
+    def _check_listening(self, address: tuple[str, int] | None) -> None:
+        if address is None:
+            return
+        actual = self.listening()
+        if actual != address:
+            where = (f"listens on {actual[0]}:{actual[1]}" if actual
+                     else "listens only on its unix socket")
+            raise RedisUnavailable(
+                f"the embedded Redis in {self.home} is already running and {where}; stop it "
+                f"first (hierfl server stop) to start it listening on {address[0]}:{address[1]}"
+            )
 
     def stop(self) -> bool:
         """Shut the server down (its AOF is flushed first); False if none was running."""
@@ -197,6 +298,9 @@ class EmbeddedServer:
             "used_memory_human": info.get("used_memory_human") if info else None,
             "dir": str(self.home),
             "appendonly": bool(info.get("aof_enabled")) if info else None,
+            "appendfsync": self._config("appendfsync") if info else None,
+            "tcp_url": self.tcp_url() if info else None,
+            "password_file": str(self.password_path) if info and self.password else None,
         }
 
     # -- helpers ----------------------------------------------------------------------------
@@ -209,6 +313,7 @@ class EmbeddedServer:
             socket_timeout=timeout,
             retry=Retry(NoBackoff(), 0),
             decode_responses=True,
+            password=self.password,
         )
 
     def _ping(self) -> str:
@@ -221,6 +326,14 @@ class EmbeddedServer:
             client.ping()
         except redis.BusyLoadingError:
             return "loading"
+        except redis.AuthenticationError as exc:
+            # Running, but not with the password we hold: launching a twin on the same files
+            # would corrupt them.
+            raise RedisUnavailable(
+                f"the embedded Redis in {self.home} is running but refuses the password in "
+                f"{self.password_path} ({exc}); was that file removed or changed? Stop the "
+                f"server (its pid is in {self.pid_path}) and start it again"
+            ) from exc
         except redis.RedisError:
             return "down"
         finally:
@@ -234,6 +347,16 @@ class EmbeddedServer:
         client = self._client()
         try:
             return dict(client.info())
+        except redis.RedisError:
+            return None
+        finally:
+            client.close()
+
+    def _config(self, name: str) -> str | None:
+        """One CONFIG GET value of the running server (None if it cannot be read)."""
+        client = self._client()
+        try:
+            return client.config_get(name).get(name)
         except redis.RedisError:
             return None
         finally:
@@ -256,28 +379,66 @@ class EmbeddedServer:
                 "set HIERFL_HOME to a shorter directory"
             )
 
-    def _write_conf(self) -> None:
+    def _write_conf(self, address: tuple[str, int] | None = None) -> None:
+        """The config file; mode 0600, since with `address` it holds the password."""
+        listen = ["port 0"]
+        if address is not None:
+            password = self.password
+            assert password, "the password file is written before the config"
+            listen = [f"bind {_quote(address[0])}", f"port {address[1]}",
+                      f"requirepass {_quote(password)}"]
         lines = [
-            "port 0",
+            *listen,
             f"unixsocket {_quote(str(self.socket_path))}",
             "unixsocketperm 700",
             f"dir {_quote(str(self.home))}",
             "appendonly yes",
-            "appendfsync everysec",
+            f"appendfsync {self.appendfsync}",
             f"notify-keyspace-events {NOTIFY_FLAGS}",
             "daemonize no",
             f"pidfile {_quote(str(self.pid_path))}",
             f"logfile {_quote(str(self.log_path))}",
             'save ""',
         ]
-        self.conf_path.write_text(
-            "# Written by hierfl; rewritten on every start.\n" + "\n".join(lines) + "\n"
+        _write_private(
+            self.conf_path,
+            "# Written by hierfl; rewritten on every start.\n" + "\n".join(lines) + "\n",
         )
 
-    def _launch(self) -> None:
+    def _make_private(self) -> None:
+        """The state directory holds the socket, the data and the password: owner-only.
+
+        A directory the user made beforehand (HIERFL_HOME) is tightened to 0700 if it is theirs;
+        one owned by someone else is refused.
+        """
+        info = self.home.stat()
+        if info.st_mode & 0o077 == 0:
+            return
+        if info.st_uid != os.getuid():
+            raise RedisUnavailable(
+                f"the state directory {self.home} is open to other users (mode "
+                f"{stat.S_IMODE(info.st_mode):04o}) and not owned by this user; set HIERFL_HOME "
+                "to a private directory"
+            )
+        self.home.chmod(0o700)
+
+    def _set_password(self, address: tuple[str, int] | None) -> None:
+        """With a TCP address: keep the password file (or make one). Without: remove it, so
+        that clients do not offer a password the server does not have."""
+        if address is None:
+            with contextlib.suppress(FileNotFoundError):
+                self.password_path.unlink()
+        elif self.password is None:
+            _write_private(self.password_path, secrets.token_urlsafe(32) + "\n")
+        else:
+            self.password_path.chmod(0o600)
+
+    def _launch(self, address: tuple[str, int] | None = None) -> None:
         """Run redis-server in its own session and wait until it answers."""
         binary = find_redis_server()
-        self._write_conf()
+        self._make_private()
+        self._set_password(address)
+        self._write_conf(address)
         with contextlib.suppress(FileNotFoundError):
             self.socket_path.unlink()  # left over from a crash; redis-server would unlink it too
         with open(self.log_path, "ab") as log:

@@ -527,7 +527,8 @@ def _data(sec: _Section, base_dir: Path | None) -> DataConfig:
     return DataConfig(
         dataset=_dataset(sec, base_dir),
         test_fraction=sec.number(
-            "test_fraction", 0.2, "a number between 0 and 1 (exclusive)", lambda v: 0 < v < 1
+            "test_fraction", 0.2, "a number from 0.01 to 0.9 (most data should train)",
+            lambda v: 0.01 <= v <= 0.9
         ),
         partition=sec.choice("partition", "dirichlet", PARTITIONS),
         alpha=sec.number("alpha", 0.5, "a positive number", lambda v: v > 0),

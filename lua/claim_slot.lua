@@ -10,8 +10,8 @@
   ARGV[3] claimant   who claims (host:pid), for `redis-cli` readers
   ARGV[4] cluster    a cluster job name, or "" for any
   ARGV[5] node       a node id, or "" for any
-  Returns: {cluster, node id}, or nil when no slot is free
-  Errors: UNKNOWN_JOB, UNKNOWN_CLUSTER, UNKNOWN_NODE, BAD_ARGUMENT
+  Returns: {cluster, node id}, or nil when no slot is free (or the job has ended)
+  Errors: UNKNOWN_JOB, UNKNOWN_CLUSTER, UNKNOWN_NODE, BAD_ARGUMENT, ILLEGAL_TRANSITION
   Writes: free list of the role, claims
 ]]
 --- @include "lib/util"
@@ -36,6 +36,12 @@ local function main()
   end
   if role ~= "client" and role ~= "worker" then
     refuse(ERR.BAD_ARGUMENT, "job=" .. root .. ": unknown role '" .. role .. "' (client or worker)")
+  end
+  local outcome = redis.call("HGET", KEYS[1], F.OUTCOME)
+  if outcome ~= OUTCOME.RUNNING then
+    if cluster == "" and node == "" then return nil end  -- nothing to join any more
+    refuse(ERR.ILLEGAL_TRANSITION, "job=" .. root .. ": the job has " .. tostring(outcome)
+      .. "; there is nothing to join")
   end
   if cluster == "" then
     local slot = redis.call("LPOP", KEY.free(root, role))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
@@ -85,3 +86,11 @@ def test_unreachable_redis_fails_fast_naming_the_url(monkeypatch):
     assert time.monotonic() - started < 5.0
     assert result.exit_code == 1
     assert "cannot reach Redis at redis://127.0.0.1:1/0" in result.output
+
+
+def test_init_job_from_a_sheet_keeps_its_rounds_unless_told(cli):
+    sheet = str(Path(__file__).resolve().parents[1] / "examples" / "digits.toml")
+    assert cli("init-job", "a", "--sheet", sheet).exit_code == 0
+    assert json.loads(cli("status", "a", "--json").output)["rounds"] == 12
+    assert cli("init-job", "b", "--sheet", sheet, "--rounds", "3").exit_code == 0
+    assert json.loads(cli("status", "b", "--json").output)["rounds"] == 3

@@ -89,3 +89,17 @@ def test_cancel_mid_round_ends_every_node_process_cleanly(r, hierfl_env):
     assert top.outcome == Outcome.CANCELLED.value and top.exited
     assert subprocess.run([*run, "delete", "demo"], env=hierfl_env).returncode == 0
     assert tree_keys(r) == []
+
+
+@pytest.mark.e2e
+def test_a_run_that_times_out_cancels_its_job(r, hierfl_env, tmp_path):
+    sheet = tmp_path / "slow.toml"
+    sheet.write_text('[job]\nname = "slow"\nrounds = 50\n[topology]\nclients = 2\nworkers = 1\n')
+    result = subprocess.run([sys.executable, "-m", "hierfl", "run", str(sheet), "--timeout", "2",
+                             "--runs-dir", str(tmp_path)], env=hierfl_env, capture_output=True,
+                            text=True, timeout=120)
+    assert result.returncode == 1
+    assert "did not finish within 2 s" in result.stderr
+    top = read_cluster(r, "slow")
+    assert top.outcome == Outcome.CANCELLED.value
+    assert "hierfl run stopped: job slow did not finish within 2 s" in top.fields["reason"]

@@ -132,7 +132,7 @@ def test_from_json_validates_again() -> None:
         ('[training]\noptimizer = "adma"\n', '[training].optimizer must be one of "sgd" | "adam"'),
         ('[aggregation]\nrule = "mean"\n', "[aggregation].rule must be one of"),
         ("[aggregation]\ntrim = 0.5\n", "[aggregation].trim must be a number in [0, 0.5), got 0.5"),
-        ("[data]\ntest_fraction = 1\n", "[data].test_fraction must be a number between 0 and 1"),
+        ("[data]\ntest_fraction = 1\n", "[data].test_fraction must be a number from 0.01 to 0.9"),
         ('[data]\npartition = "noniid"\n', '[data].partition must be one of "iid"'),
         ("[data]\nalpha = 0\n", "[data].alpha must be a positive number, got 0"),
         ("[data]\nshards_per_client = 0\n", "[data].shards_per_client must be an integer"),

@@ -40,6 +40,9 @@ def reports_errors(command: F) -> F:
         except HierflError as exc:
             err.print(f"[red]error:[/red] {escape(str(exc))}")
             raise typer.Exit(1) from exc
+        except redis.ConnectionError as exc:
+            err.print(f"[red]error:[/red] lost the connection to Redis: {escape(str(exc))}")
+            raise typer.Exit(1) from exc
 
     return wrapper  # type: ignore[return-value]
 

@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Annotated
 
@@ -25,10 +28,10 @@ from rich.progress import (
 
 from hierfl import keys
 from hierfl.cli.common import RedisOption, open_redis, out, reports_errors
-from hierfl.errors import HierflError
+from hierfl.errors import BadInput, HierflError, JobExists
 from hierfl.jobtree import ClusterSpec
-from hierfl.lifecycle import deploy_job
-from hierfl.sheet import load_sheet
+from hierfl.lifecycle import cancel_job, deploy_job
+from hierfl.sheet import JobSheet, load_sheet
 from hierfl.store.state import JobStatus, job_exists, read_job
 from hierfl.store.waiter import KeyWaiter
 
@@ -52,25 +55,86 @@ def run(
     redis_url: RedisOption = None,
 ) -> None:
     """Run a whole federated job locally and print its final test accuracy."""
+    if timeout is not None and timeout <= 0:
+        raise BadInput(f"--timeout must be a positive number of seconds, got {timeout}")
     job = load_sheet(sheet)
+    if rounds:
+        job = job.with_overrides(rounds=rounds)
+    check_process_count(job.tree())
     client, url = open_redis(redis_url)
-    job = job.with_overrides(name=name or unique_name(client, job.name),
-                             **({"rounds": rounds} if rounds else {}))
-    tree = deploy_job(client, job)
-    log_dir = runs_dir / job.name
-    log_dir.mkdir(parents=True, exist_ok=True)
+    job, tree = deploy_unique(client, job, name)
     say = (lambda *a: None) if quiet or as_json else out.print
-    say(f"job [bold]{job.name}[/bold]: {len(tree)} clusters, {node_count(tree)} nodes, "
-        f"{job.rounds} rounds; node logs in {log_dir}/")
-    procs = spawn_nodes(tree, url, log_dir)
-    try:
-        with RoundProgress(out, job.rounds, enabled=not (quiet or as_json)) as progress:
-            status = follow(client, job.name, procs, progress, timeout)
-    finally:
-        stop_nodes(procs)
+    with cancelled_unless_finished(client, job.name):
+        log_dir = make_log_dir(runs_dir, job.name)
+        say(f"job [bold]{job.name}[/bold]: {len(tree)} clusters, {node_count(tree)} nodes, "
+            f"{job.rounds} rounds; node logs in {log_dir}/")
+        procs = spawn_nodes(tree, url, log_dir)
+        try:
+            with RoundProgress(out, job.rounds, enabled=not (quiet or as_json)) as progress:
+                status = follow(client, job.name, procs, progress, timeout)
+        finally:
+            stop_nodes(procs)
     report(status, as_json, quiet)
     if status.to_json()["outcome"] != "completed":
         raise typer.Exit(1)
+
+
+#: `hierfl run` starts one process per node; beyond this, run the nodes elsewhere.
+MAX_PROCESSES = 256
+
+
+def check_process_count(tree: list[ClusterSpec]) -> None:
+    count = node_count(tree)
+    if count > MAX_PROCESSES:
+        raise BadInput(f"this sheet has {count} nodes; hierfl run starts one process per node "
+                       f"and stops at {MAX_PROCESSES}: deploy it with hierfl init-job and start "
+                       "nodes on several machines with hierfl node")
+
+
+def deploy_unique(client: redis.Redis, job: JobSheet, name: str | None
+                  ) -> tuple[JobSheet, list[ClusterSpec]]:
+    """Deploy under `name`, or under the sheet's name made unique (`digits-2`, ...); a name
+    taken between the check and the deploy by a concurrent run moves on to the next."""
+    if name:
+        job = job.with_overrides(name=name)
+        return job, deploy_job(client, job)
+    for _ in range(100):
+        candidate = job.with_overrides(name=unique_name(client, job.name))
+        try:
+            return candidate, deploy_job(client, candidate)
+        except JobExists:
+            continue
+    raise HierflError(f"could not find a free name for job {job.name}")
+
+
+def make_log_dir(runs_dir: Path, name: str) -> Path:
+    log_dir = runs_dir / name
+    try:
+        log_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise BadInput(f"cannot create the node log directory {log_dir}: {exc.strerror}") from None
+    return log_dir
+
+
+@contextmanager
+def cancelled_unless_finished(client: redis.Redis, root: str) -> Iterator[None]:
+    """If the run ends early (timeout, Ctrl-C, SIGTERM, a failed node, an error), cancel the
+    job so it does not stay "running" and its nodes exit."""
+    previous = signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        yield
+    except BaseException as exc:
+        reason = "hierfl run was interrupted" if isinstance(exc, KeyboardInterrupt) else (
+            f"hierfl run stopped: {exc}")
+        with suppress(HierflError, redis.RedisError):
+            cancel_job(client, root, reason)
+        raise
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
 
 
 def unique_name(client: redis.Redis, base: str) -> str:

@@ -11,12 +11,12 @@ import time
 import redis
 
 from hierfl import keys
-from hierfl.errors import BadInput, UnknownJob
+from hierfl.errors import BadInput, HierflError, UnknownJob
 from hierfl.jobtree import check_cluster_name, check_node_id
 from hierfl.node.runtime import Slot
 from hierfl.protocol import ErrorCode, Role
 from hierfl.store.scripts import Scripts
-from hierfl.store.state import list_jobs
+from hierfl.store.state import job_exists, list_jobs
 from hierfl.store.waiter import KeyWaiter
 
 log = logging.getLogger(__name__)
@@ -51,12 +51,20 @@ def claim_slot(
             slot = _try_claim(scripts, client, role, job, cluster or "", node or "")
             if slot is not None:
                 return slot
+            if job and job_exists(client, job):
+                raise NoFreeSlot(f"job {job} has no free {role.value} slot"
+                                 f"{' in ' + cluster if cluster else ''}: every one is taken "
+                                 "(restart a lost node with --cluster and --id)")
             log.info("no free %s slot%s yet; waiting for a job", role.value,
                      f" in {job}" if job else "")
             left = None if deadline is None else deadline - time.monotonic()
             if left is not None and left <= 0:
-                raise TimeoutError(f"no free {role.value} slot appeared within {timeout:.0f} s")
+                raise NoFreeSlot(f"no free {role.value} slot appeared within {timeout:g} s")
             waiter.wait(left)
+
+
+class NoFreeSlot(HierflError):
+    """There is no slot for this node to take."""
 
 
 def _try_claim(scripts: Scripts, client: redis.Redis, role: Role, job: str | None,

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field, replace
 import redis
 
 from hierfl import keys
+from hierfl.errors import BadInput
 from hierfl.protocol import FLAG_UP, Field, NodeStatus, Outcome, ProcessStage
 
 
@@ -198,6 +199,9 @@ class JobStatus:
 
 def read_job(client: redis.Redis, root: str) -> JobStatus | None:
     """The whole tree, read level by level (one pipeline per level), plus the metrics."""
+    if "#" in root:
+        raise BadInput(f"{root} is a cluster of job {keys.root_of(root)}: give the root job's "
+                       f"name ({keys.root_of(root)})")
     status = JobStatus(root)
     level = [root]
     found: dict[str, ClusterState] = {}

@@ -135,21 +135,34 @@ def _setup(c: ClusterState, phase: str, root: str) -> Finding:
                    f"the tree ({nxt} when all have)", defers_to=root)
 
 
+def _deadline(c: ClusterState) -> str:
+    """When a deadline will let the cluster go on without the members it waits for."""
+    due = c.deadline_in()
+    if due is None:
+        return "; no deadline: it waits for them however long they take"
+    if due > 0:
+        return f"; its deadline passes in {due:.1f} s"
+    return f"; its deadline passed {-due:.1f} s ago (the next member to wake closes it)"
+
+
 def _training(c: ClusterState, phase: str) -> Finding:
     blockers = _blockers(c, phase, _members(c, ("client",)), lambda n, s: n not in c.submitted)
     where = f"generation {c.generation}, round {c.round}"
     return Finding(c.name, phase, f"{where}: waiting for submissions from "
-                   + ", ".join(b.short() for b in blockers), blockers)
+                   + ", ".join(b.short() for b in blockers) + _deadline(c), blockers)
 
 
 def _aggregating(c: ClusterState, phase: str) -> Finding:
     blockers = _blockers(c, phase, _members(c, ("worker",)), lambda n, s: n not in c.uploaded)
     where = f"generation {c.generation}, round {c.round}"
     return Finding(c.name, phase, f"{where}: waiting for aggregates from "
-                   + ", ".join(b.short() for b in blockers), blockers)
+                   + ", ".join(b.short() for b in blockers) + _deadline(c), blockers)
 
 
 def _idle(c: ClusterState, phase: str) -> Finding:
+    if c.failure:
+        return Finding(c.name, phase, f"failed generation {c.generation}: {c.failure}; "
+                       f"{c.parent} goes on without it at its deadline", defers_to=c.parent)
     return Finding(c.name, phase, f"submitted its result to {c.parent}; waiting for "
                    f"{c.parent} to start the next generation", defers_to=c.parent)
 

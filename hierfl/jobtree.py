@@ -7,6 +7,7 @@ topology. The deploy script receives the specs as JSON in pre-order.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 
 from hierfl.errors import BadInput
@@ -84,6 +85,14 @@ class ClusterSpec:
         return asdict(self)
 
 
+def _tolerance_at(tolerance: Tolerance | Sequence[Tolerance] | None, level: int) -> Tolerance:
+    if tolerance is None:
+        return Tolerance()
+    if isinstance(tolerance, Tolerance):
+        return tolerance
+    return tolerance[min(level, len(tolerance) - 1)]
+
+
 def build_tree(
     root: str,
     *,
@@ -91,13 +100,14 @@ def build_tree(
     clients: list[int],
     workers: list[int],
     cluster_epochs: list[int],
-    tolerance: Tolerance | None = None,
+    tolerance: Tolerance | Sequence[Tolerance] | None = None,
 ) -> list[ClusterSpec]:
     """Lay out a uniform tree in pre-order.
 
     ``sub[l]`` is the number of sub-clusters of each cluster at level ``l`` (so the depth is
     ``len(sub)``); ``clients[l]``, ``workers[l]`` and ``cluster_epochs[l]`` give the direct
     clients, workers and local rounds of a cluster at level ``l`` (levels ``0..len(sub)``).
+    ``tolerance`` is one for every cluster or one per level.
     """
     check_root_name(root)
     depth = len(sub)
@@ -118,7 +128,7 @@ def build_tree(
             clients=[f"c{i}" for i in range(clients[level])],
             workers=[f"w{i}" for i in range(workers[level])],
             cluster_epochs=1 if level == 0 else cluster_epochs[level],
-            tolerance=tolerance or Tolerance(),
+            tolerance=_tolerance_at(tolerance, level),
         )
         if not spec.children and not spec.clients:
             raise BadInput(f"cluster {name} (level {level}) would have no clients and no "

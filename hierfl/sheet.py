@@ -14,7 +14,7 @@ import math
 import re
 import sys
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -72,6 +72,7 @@ class TrainingConfig:
 class AggregationConfig:
     rule: str = "fedavg"
     trim: float = 0.1
+    max_params_mb: float = 0.0  # submissions larger than this are excluded; 0 = twice the model
 
 
 @dataclass(frozen=True)
@@ -87,20 +88,32 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class ToleranceConfig:
-    """Stragglers and dropouts: how long a cluster waits, and how many members suffice."""
+    """Stragglers and dropouts: how long a cluster waits, and how many members suffice.
 
-    round_timeout: float = 0.0  # seconds a generation waits for submissions; 0 = forever
-    min_clients: int = 0  # submissions that suffice at that deadline; 0 = every member
-    aggregation_timeout: float = 0.0  # seconds aggregation waits for the workers; 0 = forever
-    quorum: int = 0  # identical aggregates consensus needs; 0 = a majority of the workers
+    One value per level of the tree, root first (a single value in the sheet applies to every
+    level): a parent must wait longer than its sub-clusters do, and may need fewer members.
+    """
 
-    def for_clusters(self) -> Tolerance:
+    round_timeout: tuple[float, ...] = (0.0,)  # seconds a generation waits; 0 = forever
+    min_clients: tuple[int, ...] = (0,)  # submissions that suffice at the deadline; 0 = all
+    aggregation_timeout: tuple[float, ...] = (0.0,)  # seconds aggregation waits; 0 = forever
+    quorum: tuple[int, ...] = (0,)  # identical aggregates consensus needs; 0 = a majority
+
+    def at(self, level: int) -> Tolerance:
+        """The tolerance of a cluster at `level` (the last value covers deeper levels)."""
+
+        def pick(values: tuple) -> Any:
+            return values[min(level, len(values) - 1)]
+
         return Tolerance(
-            round_timeout_ms=round(self.round_timeout * 1000),
-            min_clients=self.min_clients,
-            aggregation_timeout_ms=round(self.aggregation_timeout * 1000),
-            quorum=self.quorum,
+            round_timeout_ms=round(pick(self.round_timeout) * 1000),
+            min_clients=pick(self.min_clients),
+            aggregation_timeout_ms=round(pick(self.aggregation_timeout) * 1000),
+            quorum=pick(self.quorum),
         )
+
+    def for_clusters(self, depth: int) -> list[Tolerance]:
+        return [self.at(level) for level in range(depth + 1)]
 
 
 @dataclass(frozen=True)
@@ -156,14 +169,15 @@ class JobSheet:
             clients=list(t.clients),
             workers=list(t.workers),
             cluster_epochs=list(t.cluster_epochs),
-            tolerance=self.tolerance.for_clusters(),
+            tolerance=self.tolerance.for_clusters(len(t.sub)),
         )
 
     def with_overrides(self, **overrides: Any) -> JobSheet:
         """A copy with ``name``/``rounds``/``seed`` or topology fields replaced, re-validated.
 
         Scalars follow the sheet's broadcast rules. When ``sub`` changes the depth, per-level
-        lists that are not overridden shrink or grow to their leaf value (as a scalar would).
+        lists that are not overridden (topology and tolerance) shrink or grow to their leaf
+        value (as a scalar would).
         """
         doc = self.to_dict()
         job_keys, topo_keys = (
@@ -186,6 +200,8 @@ class JobSheet:
             for key in ("clients", "workers", "cluster_epochs"):
                 if key not in overrides:
                     topo[key] = topo[key][-1]
+            # Per-level tolerance is one value per level too.
+            doc["tolerance"] = {k: v[-1] for k, v in doc["tolerance"].items()}
         return _from_mapping(doc, "<overrides>", base_dir=None)
 
 
@@ -322,7 +338,7 @@ _KEYS: dict[str, tuple[str, ...]] = {
     "topology": ("sub", "clients", "workers", "cluster_epochs"),
     "model": ("name", "hidden", "kwargs"),
     "training": ("optimizer", "lr", "momentum", "batch_size", "local_epochs"),
-    "aggregation": ("rule", "trim"),
+    "aggregation": ("rule", "trim", "max_params_mb"),
     "data": (
         "dataset",
         "test_fraction",
@@ -386,17 +402,12 @@ def _from_mapping(doc: Mapping[str, Any], source: str, base_dir: Path | None) ->
         training=_training(section("training")),
         aggregation=_aggregation(section("aggregation")),
         data=_data(section("data"), base_dir),
-        tolerance=_tolerance(section("tolerance")),
     )
+    sheet = replace(sheet, tolerance=_tolerance(section("tolerance"), sheet.topology))
     try:
         sheet.tree()
     except BadInput as exc:
         raise BadInput(f"job sheet {source}: [topology]: {exc}") from None
-    fewest = min(sheet.topology.workers)
-    if sheet.tolerance.quorum > fewest:
-        raise section("tolerance").fail(
-            "quorum", f"must be at most {fewest}, the fewest workers of any cluster",
-            sheet.tolerance.quorum)
     return sheet
 
 
@@ -490,21 +501,68 @@ def _training(sec: _Section) -> TrainingConfig:
     )
 
 
-def _tolerance(sec: _Section) -> ToleranceConfig:
+def _tolerance(sec: _Section, topology: Topology) -> ToleranceConfig:
+    depth = len(topology.sub)
     seconds = "a number of seconds >= 0 (0 = wait forever)"
-    return ToleranceConfig(
-        round_timeout=float(sec.number("round_timeout", 0.0, seconds, lambda v: v >= 0)),
-        min_clients=sec.integer("min_clients", 0, minimum=0),
-        aggregation_timeout=float(
-            sec.number("aggregation_timeout", 0.0, seconds, lambda v: v >= 0)),
-        quorum=sec.integer("quorum", 0, minimum=0),
+
+    def levels(key: str, rule: str, ok: Callable[[Any], bool]) -> tuple:
+        value = sec.raw(key, 0)
+        values = value if isinstance(value, list) else [value] * (depth + 1)
+        if len(values) != depth + 1:
+            raise sec.fail(key, f"needs {depth + 1} values (one per level 0..{depth}) or one",
+                           value)
+        if not all(ok(v) for v in values):
+            raise sec.fail(key, f"must be {rule} (or a list of them, one per level)", value)
+        return tuple(values)
+
+    def is_seconds(v: Any) -> bool:
+        return _is_number(v) and v >= 0
+
+    def is_count(v: Any) -> bool:
+        return _is_int(v) and v >= 0
+
+    tolerance = ToleranceConfig(
+        round_timeout=tuple(map(float, levels("round_timeout", seconds, is_seconds))),
+        min_clients=levels("min_clients", "an integer >= 0 (0 = every member)", is_count),
+        aggregation_timeout=tuple(
+            map(float, levels("aggregation_timeout", seconds, is_seconds))),
+        quorum=levels("quorum", "an integer >= 0 (0 = a majority of the workers)", is_count),
     )
+    _check_tolerance(sec, tolerance, topology)
+    return tolerance
+
+
+def _check_tolerance(sec: _Section, tol: ToleranceConfig, topology: Topology) -> None:
+    """Counts a level can meet, and deadlines that nest: a parent that closed its round while
+    its sub-clusters still had time would drop them for being on time."""
+    t = topology
+    for level in range(len(t.sub) + 1):
+        members = t.clients[level] + (t.sub[level] if level < len(t.sub) else 0)
+        if tol.min_clients[level] > members:
+            raise sec.fail("min_clients", f"asks for {tol.min_clients[level]} at level {level}, "
+                           f"whose clusters have {members} members", sec.raw("min_clients", 0))
+        if tol.quorum[level] > t.workers[level]:
+            raise sec.fail("quorum", f"asks for {tol.quorum[level]} at level {level}, whose "
+                           f"clusters have {t.workers[level]} workers", sec.raw("quorum", 0))
+        if level == len(t.sub) or not tol.round_timeout[level] or not tol.round_timeout[level + 1]:
+            continue
+        child = t.cluster_epochs[level + 1] * (
+            tol.round_timeout[level + 1] + tol.aggregation_timeout[level + 1])
+        if tol.round_timeout[level] <= child:
+            raise sec.fail(
+                "round_timeout",
+                f"at level {level} ({tol.round_timeout[level]:g} s) must exceed the time its "
+                f"sub-clusters may take, cluster_epochs x (round_timeout + aggregation_timeout) "
+                f"of level {level + 1} = {child:g} s, or it would drop them while they still "
+                "have time", sec.raw("round_timeout", 0))
 
 
 def _aggregation(sec: _Section) -> AggregationConfig:
     return AggregationConfig(
         rule=sec.choice("rule", "fedavg", RULES),
         trim=sec.number("trim", 0.1, "a number in [0, 0.5)", lambda v: 0 <= v < 0.5),
+        max_params_mb=float(sec.number("max_params_mb", 0.0, "a number of megabytes >= 0",
+                                       lambda v: v >= 0)),
     )
 
 

@@ -238,6 +238,7 @@ def test_with_overrides() -> None:
     assert deeper.topology.clients == (0, 0, 3)
     assert deeper.topology.workers == (3, 3, 3)
     assert len(deeper.tree()) == 7
+    assert deeper.tolerance.round_timeout == (0.0, 0.0, 0.0)  # one per level, as topology
     flat = sheet.with_overrides(sub=[], clients=5, workers=1)
     assert [len(s.clients) for s in flat.tree()] == [5]
     with pytest.raises(BadInput, match="cannot override 'round' \\(did you mean 'rounds'\\?\\)"):

@@ -28,22 +28,56 @@ def node(
     wait: Annotated[
         float | None, typer.Option(help="Give up after this many seconds without a free slot.")
     ] = None,
+    reconnect_timeout: Annotated[
+        float,
+        typer.Option(
+            envvar="HIERFL_RECONNECT_TIMEOUT",
+            min=0,
+            help="After losing Redis, keep trying to reconnect (backing off from 0.1 s to 5 s "
+            "between attempts) for this many seconds before giving up.",
+        ),
+    ] = 120.0,
     redis_url: RedisOption = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log every step.")] = False,
 ) -> None:
-    """Claim a slot (or take the one named) and take part in the job until it ends."""
-    from hierfl.node.claim import claim_slot
-    from hierfl.node.client import ClientNode
-    from hierfl.node.worker import WorkerNode
+    """Claim a slot (or take the one named) and take part in the job until it ends.
 
+    SIGTERM or Ctrl-C stops the node cleanly (exit 0); restarted with the same --cluster and
+    --id, it resumes from what Redis holds.
+    """
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    client, _ = open_redis(redis_url)
-    slot = claim_slot(client, role, job=job, cluster=cluster, node=node_id, timeout=wait)
-    out.print(f"{role.value} {slot.node} joined {slot.cluster}")
-    runtime = (
-        ClientNode(client, slot, data=data) if role == Role.CLIENT else WorkerNode(client, slot)
-    )
-    raise typer.Exit(runtime.run())
+    # Reach Redis before importing the node, which brings in torch (seconds on a busy
+    # machine): an unreachable server is reported at once.
+    # A Redis user confined to one job tree (docs/security.md) checks the server there.
+    client, url = open_redis(redis_url, job=job or (cluster or "").split("#")[0] or None)
+
+    from hierfl.node.claim import claim_slot
+    from hierfl.node.client import ClientNode
+    from hierfl.node.runtime import NodeStopped, stop_on_signals
+    from hierfl.node.worker import WorkerNode
+
+    log = logging.getLogger("hierfl.node")
+    slot = None
+    with stop_on_signals():
+        try:
+            slot = claim_slot(client, role, job=job, cluster=cluster, node=node_id,
+                              timeout=wait)
+            out.print(f"{role.value} {slot.node} joined {slot.cluster}")
+            options = {"url": url, "reconnect_timeout": reconnect_timeout}
+            runtime = (
+                ClientNode(client, slot, data=data, **options)
+                if role == Role.CLIENT
+                else WorkerNode(client, slot, **options)
+            )
+            code = runtime.run()  # handles a stop itself once it runs
+        except NodeStopped as stop:
+            if slot is None:
+                log.warning("%s: stopped before joining a job", stop.signal_name)
+            else:
+                log.warning("%s: stopped; restart with --cluster %s --id %s to resume",
+                            stop.signal_name, slot.cluster, slot.node)
+            code = 0
+    raise typer.Exit(code)

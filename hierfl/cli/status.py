@@ -6,6 +6,7 @@ import json
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 from rich.tree import Tree
 
 from hierfl.cli.common import JsonOption, RedisOption, open_redis, out, reports_errors
@@ -38,9 +39,16 @@ def _members(members: dict[str, int]) -> str:
 def _line(c: ClusterState) -> str:
     stage = ProcessStage(c.process_stage).name.lower()
     epochs = f" epoch {c.epoch}/{c.cluster_epochs}" if c.parent else ""
-    return (f"[bold]{c.name}[/bold] {stage} gen {c.generation}{epochs}  "
+    line = (f"[bold]{c.name}[/bold] {stage} gen {c.generation}{epochs}  "
             f"clients {c.client_stage} [dim]({_members(c.clients)})[/dim]  "
             f"workers {c.worker_stage} [dim]({_members(c.workers)})[/dim]")
+    if (due := c.deadline_in()) is not None:
+        line += f"  deadline in {due:.1f} s" if due > 0 else f"  deadline passed {-due:.1f} s ago"
+    if c.dropped:
+        line += f"  [yellow]dropped {', '.join(c.dropped)}[/yellow]"
+    if c.failure:
+        line += f"  [red]failed: {escape(c.failure)}[/red]"
+    return line
 
 
 def render(job: JobStatus) -> Tree:

@@ -57,7 +57,7 @@ class ClientNode(NodeRuntime):
         P.into_model(model, self.global_params(state))
         seed = training_seed(self.sheet.seed, self.slot, gen)
         loss = train_local(model, self.x, self.y, self.sheet.training, seed)
-        digest = self.blobs.put(P.to_bytes(P.from_model(model)))
+        digest = self.publish(P.from_model(model), state)
         self._call("submit_params", self.scripts.submit_params, gen, digest, len(self.y))
         self.log.info("generation %d: trained on %d samples, loss %.4f, submitted %s",
                       gen, len(self.y), loss, digest[:12])

@@ -4,18 +4,41 @@ A node derives everything it does from the state in Redis: it acts when its clus
 there is work for it in the current generation, and waits on keyspace notifications otherwise.
 So a restarted node picks up where the state says it is, and an old round can never be mistaken
 for a new one (every step is fenced by the generation it was read in).
+
+Faults (docs/reliability.md):
+- SIGTERM or SIGINT: the node abandons its current step (Redis already holds everything it has
+  done; the step is redone by whoever resumes the slot), logs how to resume, and exits 0.
+- A lost connection: the node reconnects with bounded exponential backoff, then starts a fresh
+  session — a new subscription, a fresh read, and the step Redis does not show as done is
+  redone for the current generation. That covers a call whose reply was lost and a write the
+  server lost in a crash before persisting it: both look like work still to do, and redoing it
+  is deterministic (same seed, same inputs, same digest) and fenced by the generation.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
+import signal
+import threading
+import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from hierfl import keys
-from hierfl.errors import HierflError, IllegalTransition, StaleGeneration
+from hierfl.errors import (
+    HierflError,
+    IllegalTransition,
+    NotYet,
+    RedisUnavailable,
+    StaleGeneration,
+)
 from hierfl.learning import params as P
 from hierfl.learning.data import decode_share
 from hierfl.learning.models import build_model
@@ -23,9 +46,55 @@ from hierfl.node.machine import NodeMachine
 from hierfl.protocol import NodeStatus, Outcome, ProcessStage, Role
 from hierfl.sheet import JobSheet
 from hierfl.store.blobs import BlobStore
+from hierfl.store.connection import check_server, url_for_display
 from hierfl.store.scripts import Scripts
 from hierfl.store.state import ClusterState, read_cluster
 from hierfl.store.waiter import SAFETY_TIMEOUT, KeyWaiter
+
+#: Reconnecting after a lost connection: the first pause between attempts, doubling up to the
+#: cap, and how long a node keeps trying before it gives up (seconds; `hierfl node
+#: --reconnect-timeout`).
+RECONNECT_FIRST_DELAY = 0.1
+RECONNECT_MAX_DELAY = 5.0
+RECONNECT_TIMEOUT = 120.0
+#: What "the connection is gone" looks like (a refused call is a ScriptError, never one of
+#: these). BusyLoadingError, a server still loading its append-only file, is a ConnectionError.
+#: RedisUnavailable: the waiter's subscription was not confirmed in time.
+CONNECTION_LOST = (redis.ConnectionError, redis.TimeoutError, RedisUnavailable)
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+
+class NodeStopped(BaseException):
+    """SIGTERM or SIGINT arrived: abandon the current step and exit.
+
+    A BaseException (like KeyboardInterrupt), so no `except Exception` on the way swallows it.
+    """
+
+    def __init__(self, signum: int) -> None:
+        self.signal_name = signal.Signals(signum).name
+        super().__init__(self.signal_name)
+
+
+@contextlib.contextmanager
+def stop_on_signals() -> Iterator[None]:
+    """Inside, SIGTERM and SIGINT raise `NodeStopped` in the main thread (in another thread,
+    where Python cannot install handlers, this does nothing)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum: int, frame: object) -> None:
+        # One signal stops the node cleanly; a second one, during that clean-up, kills it.
+        for sig in STOP_SIGNALS:
+            signal.signal(sig, signal.SIG_DFL)
+        raise NodeStopped(signum)
+
+    previous = {sig: signal.signal(sig, stop) for sig in STOP_SIGNALS}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 @dataclass(frozen=True)
@@ -54,30 +123,109 @@ class NodeRuntime:
     role: Role
 
     def __init__(
-        self, client: redis.Redis, slot: Slot, safety_timeout: float = SAFETY_TIMEOUT
+        self,
+        client: redis.Redis,
+        slot: Slot,
+        safety_timeout: float = SAFETY_TIMEOUT,
+        url: str | None = None,
+        reconnect_timeout: float = RECONNECT_TIMEOUT,
     ) -> None:
+        # Every lost connection goes through one path, `_reconnect` and a fresh session, so
+        # redis-py's own silent retries (which would re-subscribe behind the waiter's back) are
+        # off for this node's client.
+        client.set_retry(Retry(NoBackoff(), 0))
         self.client = client
         self.slot = slot
+        self.url = url or _url_of(client)
+        self.reconnect_timeout = reconnect_timeout
         self.scripts = Scripts(client)
         self.blobs = BlobStore(client, slot.root)
         self.safety_timeout = safety_timeout
         self.machine = NodeMachine(slot.role)
         self.log = logging.getLogger(f"hierfl.node.{slot}")
         self.sheet: JobSheet | None = None
+        self._data_loaded = False
+        self._closing: tuple[int, int, int | None] | None = None  # the phase asked to close
 
     # -- the loop --------------------------------------------------------------------------
 
     def run(self) -> int:
         """Take part in the job until it ends; 0 if it completed or was cancelled, 1 if it
-        failed."""
+        failed. Stopped by SIGTERM/SIGINT: 0, after saying how to resume."""
+        with stop_on_signals():
+            try:
+                return self._run_resilient()
+            except NodeStopped as stop:
+                self.log.warning("%s: stopping; a step in progress is abandoned (Redis holds "
+                                 "every step this node completed)", stop.signal_name)
+                self.log.warning("stopped; restart with --cluster %s --id %s to resume",
+                                 self.slot.cluster, self.slot.node)
+                return 0
+
+    def _run_resilient(self) -> int:
+        while True:
+            try:
+                return self._session()
+            except CONNECTION_LOST as exc:
+                self._reconnect(exc)
+
+    def _session(self) -> int:
+        """Subscribe, then read and act until the job ends.
+
+        Everything a session does follows from the state it reads, so after a lost connection
+        a new session simply starts over: it finds what is already done, and redoes the rest.
+        """
         with KeyWaiter(self.client, [keys.job(self.slot.cluster)], self.safety_timeout) as waiter:
             if self._setup(waiter):
                 while True:
-                    state = waiter.until(self.read, self._ready)
+                    state = waiter.until(self.read, self._ready, wake_in=_deadline_in)
                     if finished(state):
                         break
-                    self._act(state)
+                    if self._deadline_due(state):
+                        self._close_round(state)
+                    else:
+                        self._act(state)
             return self._exit(self.read())
+
+    def _reconnect(self, error: BaseException) -> None:
+        """Wait for the server to answer again: exponential backoff from RECONNECT_FIRST_DELAY
+        doubling to RECONNECT_MAX_DELAY, for at most `reconnect_timeout` seconds in all."""
+        shown = url_for_display(self.url)
+        self.log.warning("lost the connection to Redis at %s (%s); reconnecting", shown, error)
+        started = time.monotonic()
+        delay, attempts = RECONNECT_FIRST_DELAY, 0
+        while True:
+            attempts += 1
+            self.client.connection_pool.disconnect()  # drop the dead sockets
+            try:
+                self._probe()
+                break
+            except (redis.ConnectionError, redis.TimeoutError) as exc:
+                error = exc
+            left = self.reconnect_timeout - (time.monotonic() - started)
+            if left <= 0:
+                raise RedisUnavailable(
+                    f"{self.slot}: lost the connection to Redis at {shown} and could not "
+                    f"reconnect within {self.reconnect_timeout:g} s ({attempts} attempts; last "
+                    f"error: {error}); once it is back, restart with --cluster "
+                    f"{self.slot.cluster} --id {self.slot.node} to resume"
+                ) from error
+            # Backoff between reconnection attempts; nothing of the job's state is polled here.
+            time.sleep(min(delay, left))
+            delay = min(delay * 2, RECONNECT_MAX_DELAY)
+        self.log.warning("reconnected to Redis at %s after %.1f s (%d attempts); re-subscribing "
+                         "and re-reading the state", shown, time.monotonic() - started, attempts)
+
+    def _probe(self) -> None:
+        """PING, then re-check the server: one that restarted may have lost a runtime
+        `CONFIG SET notify-keyspace-events` (check_server turns it back on or says how)."""
+        self.client.ping()
+        try:
+            check_server(self.client, self.url)
+        except RedisUnavailable as exc:
+            if isinstance(exc.__cause__, (redis.ConnectionError, redis.TimeoutError)):
+                raise exc.__cause__ from None  # gone again: keep backing off
+            raise
 
     def read(self) -> ClusterState:
         state = read_cluster(self.client, self.slot.cluster)
@@ -88,7 +236,27 @@ class NodeRuntime:
         return state
 
     def _ready(self, state: ClusterState) -> bool:
-        return finished(state) or self.has_work(state)
+        return finished(state) or self._deadline_due(state) or self.has_work(state)
+
+    # -- deadlines (round_timeout, aggregation_timeout) ------------------------------------
+
+    def _deadline_due(self, state: ClusterState) -> bool:
+        """The phase's deadline (server time) has passed and this node has not yet asked to
+        close it. Any node of the cluster may ask; the script decides, once."""
+        due = state.deadline_in()
+        return due is not None and due <= 0 and _phase(state) != self._closing
+
+    def _close_round(self, state: ClusterState) -> None:
+        self._closing = _phase(state)
+        try:
+            closed = self.scripts.close_round(self.slot.cluster, state.generation)
+        except (StaleGeneration, NotYet, IllegalTransition) as exc:
+            self.log.debug("close_round refused, following the new state: %s", exc)
+            return
+        if closed:
+            self.log.warning("generation %d: the deadline passed; closed the %s phase with the "
+                             "members that had answered", state.generation,
+                             ProcessStage(state.process_stage).name.lower())
 
     def _setup(self, waiter: KeyWaiter) -> bool:
         """Job sheet, then dataset; False when the job ended before this node was ready."""
@@ -101,7 +269,9 @@ class NodeRuntime:
             state = waiter.until(self.read, lambda s: s.dataset_flag or finished(s))
             if finished(state):
                 return False
-            self.load_data()
+            if not self._data_loaded:  # a new session after a reconnect keeps what it has
+                self.load_data()
+                self._data_loaded = True
             if self.my_status(state) < NodeStatus.DATASET_ACKED:
                 candidate = self.initial_candidate()
                 self._call("ack_dataset", self.scripts.ack_dataset, candidate)
@@ -134,6 +304,7 @@ class NodeRuntime:
         status = script(self.slot.cluster, self.slot.role.value, self.slot.node, *args)
         self.machine.sync(status)
         self.log.debug("%s -> status %s", name, status)
+        _test_pause(self.log, name, args)
         return status
 
     def my_status(self, state: ClusterState) -> int:
@@ -151,6 +322,14 @@ class NodeRuntime:
 
     def global_params(self, state: ClusterState) -> dict[str, np.ndarray]:
         return P.from_bytes(self.blobs.get(state.global_digest))
+
+    def publish(self, params: P.Params, state: ClusterState) -> str:
+        """Store the parameters this node computed in `state`'s generation; their digest.
+
+        The one place where a node's result enters Redis (fault tests replace it to play a
+        node that sends garbage).
+        """
+        return self.blobs.put(P.to_bytes(params))
 
     def load_share(self, digest: str) -> tuple[np.ndarray, np.ndarray]:
         return decode_share(self.blobs.get(digest))
@@ -172,3 +351,38 @@ class NodeRuntime:
 
     def before_exit(self, state: ClusterState) -> None:
         """Last duties once the job is finished (a root worker records the final metric)."""
+
+
+def _deadline_in(state: ClusterState) -> float | None:
+    return state.deadline_in()
+
+
+def _phase(state: ClusterState) -> tuple[int, int, int | None]:
+    """What identifies one phase of a cluster: generation, process stage and its deadline."""
+    return (state.generation, state.process_stage, state.deadline_ms)
+
+
+def _url_of(client: redis.Redis) -> str:
+    """A URL naming the server `client` talks to, for messages (when none was given)."""
+    kwargs = client.connection_pool.connection_kwargs
+    if path := kwargs.get("path"):
+        return f"unix://{path}"
+    host, port = kwargs.get("host", "localhost"), kwargs.get("port", 6379)
+    return f"redis://{host}:{port}/{kwargs.get('db', 0)}"
+
+
+# -- TEST HOOK (tests/faults only) --------------------------------------------------------------
+#: HIERFL_TEST_PAUSE_AFTER="SCRIPT@GENERATION" (e.g. "start_training@2") makes a node sleep
+#: HIERFL_TEST_PAUSE_SECONDS (default 60) right after that script call, so that a fault test can
+#: SIGKILL it at a known point. Unset, which it always is outside tests, it does nothing.
+
+
+def _test_pause(log: logging.Logger, name: str, args: tuple[object, ...]) -> None:
+    wanted = os.environ.get("HIERFL_TEST_PAUSE_AFTER")
+    if not wanted:
+        return
+    script, _, generation = wanted.partition("@")
+    if name == script and (not generation or (args and str(args[0]) == generation)):
+        seconds = float(os.environ.get("HIERFL_TEST_PAUSE_SECONDS", "60"))
+        log.warning("TEST HOOK: pausing %g s after %s %s", seconds, name, generation)
+        time.sleep(seconds)

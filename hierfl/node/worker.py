@@ -6,7 +6,7 @@ import numpy as np
 import redis
 
 from hierfl import keys
-from hierfl.errors import HierflError, IntegrityError
+from hierfl.errors import HierflError, IllegalTransition, IntegrityError, StaleGeneration
 from hierfl.learning import params as P
 from hierfl.learning.aggregation import aggregate
 from hierfl.learning.evaluation import evaluate
@@ -57,37 +57,63 @@ class WorkerNode(NodeRuntime):
         gen = state.generation
         self._call("start_aggregation", self.scripts.start_aggregation, gen)
         reference = self.global_params(state)
-        submissions = self._valid_submissions(reference)
+        submissions = self._valid_submissions(reference, gen)
         rule = self.sheet.aggregation
         result = aggregate(submissions, rule=rule.rule, trim=rule.trim)
-        digest = self.blobs.put(P.to_bytes(result))
+        digest = self.publish(result, state)
         self._call("upload_aggregate", self.scripts.upload_aggregate, gen, digest)
         self.log.info("generation %d: aggregated %d submissions (%s) into %s",
                       gen, len(submissions), rule.rule, digest[:12])
 
-    def _valid_submissions(self, reference: dict[str, np.ndarray]) -> list:
+    def _valid_submissions(self, reference: dict[str, np.ndarray], gen: int) -> list:
         """This generation's submissions that verify and match the global model's layout.
 
-        Every worker applies the same checks in the same order, so honest workers still agree.
+        Every worker applies the same checks in the same order, so honest workers still agree;
+        each excluded submission is recorded (an `excluded` event naming member and reason).
         """
         cluster = self.slot.cluster
         pipe = self.client.pipeline(transaction=True)
         pipe.hgetall(keys.submissions(cluster))
         pipe.hgetall(keys.samples(cluster))
         digests, samples = pipe.execute()
+        limit = self._size_limit(reference)
         valid = []
         for member in sorted(digests):
             name = member.decode()
             try:
-                params = P.from_bytes(self.blobs.get(digests[member].decode()))
-                P.check_like(params, reference)
+                params = self._checked(digests[member].decode(), reference, limit)
             except IntegrityError as exc:
-                self.log.warning("excluding %s's submission: %s", name, exc)
+                self._exclude(gen, name, str(exc))
                 continue
             valid.append((name, params, int(samples[member])))
         if not valid:
             raise HierflError(f"{self.slot}: no valid submission to aggregate")
         return valid
+
+    def _checked(self, digest: str, reference: dict[str, np.ndarray], limit: int) -> P.Params:
+        """Size (before downloading), digest, safetensors header, layout, finiteness."""
+        size = self.blobs.size(digest)
+        if size > limit:
+            raise IntegrityError(f"blob {digest[:12]} is {size} bytes, over the limit of {limit} "
+                                 "([aggregation] max_params_mb)")
+        params = P.from_bytes(self.blobs.get(digest))
+        P.check_like(params, reference)
+        return params
+
+    def _size_limit(self, reference: dict[str, np.ndarray]) -> int:
+        configured = self.sheet.aggregation.max_params_mb
+        if configured > 0:
+            return int(configured * 1_000_000)
+        # A valid submission has exactly the global model's layout, hence about its size.
+        return 2 * len(P.to_bytes(reference)) + 4096
+
+    def _exclude(self, gen: int, member: str, reason: str) -> None:
+        self.log.warning("generation %d: excluding %s's submission: %s", gen, member, reason)
+        try:
+            self.scripts.report_exclusion(self.slot.cluster, self.slot.role.value,
+                                          self.slot.node, gen, member, reason)
+        except (StaleGeneration, IllegalTransition) as exc:
+            self.log.debug("exclusion not recorded: %s", exc)  # the cluster moved on
 
     # -- evaluation (root workers) ---------------------------------------------------------
 

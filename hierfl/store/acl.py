@@ -13,9 +13,9 @@ from hierfl.jobtree import check_root_name
 #: What a node runs itself. PING: connecting and health checks. EVALSHA, and SCRIPT LOAD after
 #: a NOSCRIPT reply (a restarted or flushed server): the scripts. GET, HGET, HEXISTS, and HGETALL
 #: and HKEYS inside MULTI/EXEC: reading its cluster, the job sheet, its dataset share and blobs.
-#: SET (NX): storing parameter blobs. SUBSCRIBE: waiting on keyspace notifications. HSET and DEL:
-#: the check that notifications arrive, on a scratch key inside the tree (the scripts need both
-#: anyway).
+#: STRLEN: a worker checks a submission's size before downloading it. SET (NX): storing
+#: parameter blobs. SUBSCRIBE: waiting on keyspace notifications. HSET and DEL: the check that
+#: notifications arrive, on a scratch key inside the tree (the scripts need both anyway).
 NODE_COMMANDS = (
     "ping",
     "evalsha",
@@ -28,6 +28,7 @@ NODE_COMMANDS = (
     "multi",
     "exec",
     "set",
+    "strlen",
     "subscribe",
     "hset",
     "del",

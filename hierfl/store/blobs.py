@@ -28,6 +28,10 @@ class BlobStore:
         self.client.set(keys.blob(self.root, digest), data, nx=True)
         return digest
 
+    def size(self, digest: str) -> int:
+        """Bytes stored under `digest` (0 when none), without downloading them."""
+        return int(self.client.strlen(keys.blob(self.root, digest)))
+
     def get(self, digest: str) -> bytes:
         data = self.client.get(keys.blob(self.root, digest))
         if data is None:

@@ -97,6 +97,16 @@ class ClusterState:
         return self.fields.get(Field.OUTCOME.value, "")
 
     @property
+    def failure(self) -> str:
+        """Why this cluster failed its current generation ("" when it did not)."""
+        return self.fields.get(Field.FAILURE.value, "")
+
+    @property
+    def dropped(self) -> list[str]:
+        """Members a deadline closed this generation without."""
+        return [m for m in self.fields.get(Field.DROPPED.value, "").split(",") if m]
+
+    @property
     def deadline_ms(self) -> int | None:
         """When the current phase may be closed (server ms), or None when it waits forever."""
         text = self.fields.get(Field.DEADLINE.value, "")
@@ -129,6 +139,9 @@ class ClusterState:
             "jobsheet_flag": self.jobsheet_flag,
             "dataset_flag": self.dataset_flag,
             "global": self.global_digest or None,
+            "deadline_in": self.deadline_in(),
+            "dropped": self.dropped,
+            "failure": self.failure or None,
             "clients": dict(sorted(self.clients.items())),
             "workers": dict(sorted(self.workers.items())),
         }

@@ -23,6 +23,9 @@ T = TypeVar("T")
 
 #: Seconds a waiter blocks before re-reading anyway (a lost notification costs at most this).
 SAFETY_TIMEOUT = 5.0
+#: Seconds past a state's own wake-up time (a deadline) before re-reading, so that the server's
+#: clock has surely passed it too.
+WAKE_MARGIN = 0.005
 #: How long the server may take to confirm a subscription.
 CONFIRM_TIMEOUT = 5.0
 
@@ -82,17 +85,25 @@ class KeyWaiter:
         return woke
 
     def until(
-        self, read: Callable[[], T], ready: Callable[[T], bool], deadline: float | None = None
+        self,
+        read: Callable[[], T],
+        ready: Callable[[T], bool],
+        deadline: float | None = None,
+        wake_in: Callable[[T], float | None] | None = None,
     ) -> T:
         """Re-read on every wake-up until `ready(read())`; returns that state.
 
         `deadline` (a `time.monotonic()` value) bounds the whole wait: TimeoutError after it.
+        `wake_in(state)`, seconds from now or None, is a moment the state itself names (a round's
+        deadline): the wait ends then even if no key changes, so `ready` can see it has come.
         """
         while True:
             state = read()
             if ready(state):
                 return state
             timeout = self.safety_timeout
+            if wake_in is not None and (due := wake_in(state)) is not None:
+                timeout = min(timeout, max(due, 0.0) + WAKE_MARGIN)
             if deadline is not None:
                 left = deadline - time.monotonic()
                 if left <= 0:

@@ -120,7 +120,10 @@ class Session:
     def wait_for_acks(self) -> JobStatus:
         """Until every node but the stuck one ACKed its job sheet (keyspace notifications)."""
         deadline = time.monotonic() + ACK_TIMEOUT
-        watched = [keys.job(c) for c in {c for c, _, _ in self.nodes}]
+        clusters = {c for c, _, _ in self.nodes}
+        # A member's ACK changes its members hash; the cluster hash only when a stage moves.
+        watched = [k for c in sorted(clusters) for k in (keys.job(c), keys.clients(c),
+                                                          keys.workers(c))]
         with KeyWaiter(self.client, watched) as waiter:
             try:
                 return waiter.until(lambda: read_job(self.client, ROOT), self.others_acked,

@@ -45,6 +45,7 @@ SCRIPT_COMMANDS = (
     "hincrby",
     "hkeys",
     "hlen",
+    "hmget",
     "hset",
     "hsetnx",
     "hvals",

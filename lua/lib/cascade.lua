@@ -24,11 +24,16 @@ local function lowest_status(key)
   return lowest
 end
 
+-- Writes the cluster hash only when a stage moves: nodes wait on that hash, so a member's own
+-- status change (in the members hash) wakes none of the cluster's other nodes.
 local function recompute_stages(root, cluster)
+  local job = KEY.job(root, cluster)
   local cs = lowest_status(KEY.clients(root, cluster))
   local ws = lowest_status(KEY.workers(root, cluster))
-  redis.call("HSET", KEY.job(root, cluster), F.CLIENT_STAGE, cs, F.WORKER_STAGE, ws,
-    F.UPDATED_AT, now_ms())
+  local old = redis.call("HMGET", job, F.CLIENT_STAGE, F.WORKER_STAGE)
+  if tonumber(old[1]) ~= cs or tonumber(old[2]) ~= ws then
+    redis.call("HSET", job, F.CLIENT_STAGE, cs, F.WORKER_STAGE, ws, F.UPDATED_AT, now_ms())
+  end
   return cs, ws
 end
 

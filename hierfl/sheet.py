@@ -65,7 +65,7 @@ class TrainingConfig:
     lr: float = 0.05
     momentum: float = 0.9
     batch_size: int = 32
-    local_epochs: int = 1
+    local_epochs: int = 1  # 0: no training, a client submits the global unchanged (benchmarks)
 
 
 @dataclass(frozen=True)
@@ -497,7 +497,7 @@ def _training(sec: _Section) -> TrainingConfig:
         lr=sec.number("lr", 0.05, "a positive number", lambda v: v > 0),
         momentum=sec.number("momentum", 0.9, "a number in [0, 1)", lambda v: 0 <= v < 1),
         batch_size=sec.integer("batch_size", 32, minimum=1, maximum=1_000_000),
-        local_epochs=sec.integer("local_epochs", 1, minimum=1, maximum=10_000),
+        local_epochs=sec.integer("local_epochs", 1, minimum=0, maximum=10_000),
     )
 
 

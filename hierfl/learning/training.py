@@ -66,4 +66,4 @@ def train_local(
                 optimizer.step()
                 total += float(loss.detach()) * len(batch)
                 count += len(batch)
-    return total / count
+    return total / count if count else 0.0

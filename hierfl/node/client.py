@@ -53,6 +53,12 @@ class ClientNode(NodeRuntime):
     def work(self, state: ClusterState) -> None:
         gen = state.generation
         self._call("start_training", self.scripts.start_training, gen)
+        if self.sheet.training.local_epochs == 0:
+            # No training (a benchmark of coordination alone): the global parameters, already
+            # stored under their digest, are this client's submission.
+            self._call("submit_params", self.scripts.submit_params, gen, state.global_digest,
+                       len(self.y))
+            return
         model = self.new_model(("client", self.slot.cluster, self.slot.node))
         P.into_model(model, self.global_params(state))
         seed = training_seed(self.sheet.seed, self.slot, gen)

@@ -78,14 +78,19 @@ class WorkerNode(NodeRuntime):
         digests, samples = pipe.execute()
         limit = self._size_limit(reference)
         valid = []
+        verdicts: dict[str, P.Params | IntegrityError] = {}  # blobs never change: check once
         for member in sorted(digests):
-            name = member.decode()
-            try:
-                params = self._checked(digests[member].decode(), reference, limit)
-            except IntegrityError as exc:
-                self._exclude(gen, name, str(exc))
+            name, digest = member.decode(), digests[member].decode()
+            if digest not in verdicts:
+                try:
+                    verdicts[digest] = self._checked(digest, reference, limit)
+                except IntegrityError as exc:
+                    verdicts[digest] = exc
+            verdict = verdicts[digest]
+            if isinstance(verdict, IntegrityError):
+                self._exclude(gen, name, str(verdict))
                 continue
-            valid.append((name, params, int(samples[member])))
+            valid.append((name, verdict, int(samples[member])))
         if not valid:
             raise HierflError(f"{self.slot}: no valid submission to aggregate")
         return valid

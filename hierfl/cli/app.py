@@ -38,6 +38,10 @@ def _register() -> None:
     app.command("watch")(watch.watch)
     app.command("ls")(ls.ls)
 
+    from hierfl.cli import simulate
+
+    app.command("simulate")(simulate.simulate)
+
 
 _register()
 

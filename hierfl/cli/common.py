@@ -47,11 +47,12 @@ def reports_errors(command: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-def open_redis(url: str | None, job: str | None = None) -> tuple[redis.Redis, str]:
+def open_redis(url: str | None, job: str | None = None,
+               pool_size: int | None = None) -> tuple[redis.Redis, str]:
     """A checked client and the URL it uses (to hand on to node processes).
 
     `job`: the job tree the command works on, if it is one; a Redis user confined to that
-    tree by ACL needs it (see `connect`).
+    tree by ACL needs it (see `connect`). `pool_size`: a client shared by many threads.
     """
     resolved = resolve_url(url)
-    return connect(resolved, job=job), resolved
+    return connect(resolved, job=job, pool_size=pool_size), resolved

@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 
 from hierfl.cli.common import RedisOption, open_redis, out, reports_errors
+from hierfl.errors import BadInput
 from hierfl.protocol import Role
 
 
@@ -37,6 +38,10 @@ def node(
             "between attempts) for this many seconds before giving up.",
         ),
     ] = 120.0,
+    count: Annotated[
+        int, typer.Option(min=1, help="Run this many nodes of the role as threads of this "
+                                      "process, sharing one notification connection.")
+    ] = 1,
     redis_url: RedisOption = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log every step.")] = False,
 ) -> None:
@@ -47,8 +52,12 @@ def node(
     """
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        format="%(asctime)s %(levelname)s %(threadName)s %(name)s: %(message)s",
     )
+    if count > 1:
+        if node_id:
+            raise BadInput("--id names one node; with --count the nodes claim free slots")
+        raise typer.Exit(run_many(role, count, job, cluster, data, wait, redis_url))
     # Reach Redis before importing the node, which brings in torch (seconds on a busy
     # machine): an unreachable server is reported at once.
     # A Redis user confined to one job tree (docs/security.md) checks the server there.
@@ -81,3 +90,31 @@ def node(
                             stop.signal_name, slot.cluster, slot.node)
             code = 0
     raise typer.Exit(code)
+
+
+def run_many(role: Role, count: int, job: str | None, cluster: str | None, data: Path | None,
+             wait: float | None, redis_url: str | None) -> int:
+    """`--count N`: claim N slots one after another and run them as threads; 0 when every
+    node exited 0. Ctrl-C or SIGTERM abandons them (their steps done so far are in Redis)."""
+    from hierfl.node.claim import claim_slot
+    from hierfl.node.pool import POOL_CONNECTIONS, NodePool
+    from hierfl.node.runtime import NodeStopped, stop_on_signals
+
+    root = job or (cluster or "").split("#")[0] or None
+    client, url = open_redis(redis_url, job=root, pool_size=POOL_CONNECTIONS)
+    with stop_on_signals(), NodePool(client, url) as pool:
+        try:
+            for _ in range(count):
+                slot = claim_slot(client, role, job=job, cluster=cluster, timeout=wait,
+                                  waiters=pool.hub.waiter)
+                out.print(f"{role.value} {slot.node} joined {slot.cluster}")
+                pool.start(slot, data)
+            code = pool.wait()
+        except NodeStopped as stop:
+            logging.getLogger("hierfl.node").warning(
+                "%s: stopped %d nodes; restart each with --cluster and --id to resume",
+                stop.signal_name, pool.running)
+            return 0
+    for slot, why in sorted(pool.failures().items(), key=lambda item: str(item[0])):
+        out.print(f"[red]{slot} failed[/red]: {why}")
+    return code

@@ -9,7 +9,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Annotated
@@ -39,27 +39,31 @@ from hierfl.store.waiter import KeyWaiter
 SUPERVISE_EVERY = 1.0
 
 
+# The options `hierfl run` and `hierfl simulate` share.
+SheetArgument = Annotated[Path, typer.Argument(help="The TOML job sheet.", exists=True,
+                                                dir_okay=False)]
+NameOption = Annotated[str | None, typer.Option(help="Job name (default: the sheet's, made "
+                                                     "unique).")]
+RoundsOption = Annotated[int | None, typer.Option(help="Override the sheet's rounds.", min=1)]
+RunsDirOption = Annotated[Path, typer.Option(help="Where node logs go.")]
+TimeoutOption = Annotated[float | None, typer.Option(help="Fail after this many seconds.")]
+QuietOption = Annotated[bool, typer.Option(help="Print only the result.")]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print the final status as JSON.")]
+
+
 @reports_errors
 def run(
-    sheet: Annotated[Path, typer.Argument(help="The TOML job sheet.", exists=True,
-                                          dir_okay=False)],
-    name: Annotated[str | None, typer.Option(help="Job name (default: the sheet's, "
-                                                  "made unique).")] = None,
-    rounds: Annotated[int | None, typer.Option(help="Override the sheet's rounds.",
-                                               min=1)] = None,
-    runs_dir: Annotated[Path, typer.Option(help="Where node logs go.")] = Path("runs"),
-    timeout: Annotated[float | None, typer.Option(help="Fail after this many seconds.")] = None,
-    quiet: Annotated[bool, typer.Option(help="Print only the result.")] = False,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the final status as JSON.")]
-    = False,
+    sheet: SheetArgument,
+    name: NameOption = None,
+    rounds: RoundsOption = None,
+    runs_dir: RunsDirOption = Path("runs"),
+    timeout: TimeoutOption = None,
+    quiet: QuietOption = False,
+    as_json: JsonOption = False,
     redis_url: RedisOption = None,
 ) -> None:
     """Run a whole federated job locally and print its final test accuracy."""
-    if timeout is not None and timeout <= 0:
-        raise BadInput(f"--timeout must be a positive number of seconds, got {timeout}")
-    job = load_sheet(sheet)
-    if rounds:
-        job = job.with_overrides(rounds=rounds)
+    job = load_run_sheet(sheet, rounds, timeout)
     check_process_count(job.tree())
     client, url = open_redis(redis_url)
     job, tree = deploy_unique(client, job, name)
@@ -71,12 +75,21 @@ def run(
         procs = spawn_nodes(tree, url, log_dir)
         try:
             with RoundProgress(out, job.rounds, enabled=not (quiet or as_json)) as progress:
-                status = follow(client, job.name, procs, progress, timeout)
+                status = follow(client, job.name, lambda: check_nodes(procs), progress,
+                                timeout)
         finally:
             stop_nodes(procs)
     report(status, as_json, quiet)
     if status.to_json()["outcome"] != "completed":
         raise typer.Exit(1)
+
+
+def load_run_sheet(sheet: Path, rounds: int | None, timeout: float | None) -> JobSheet:
+    """The sheet with `--rounds` applied, after checking `--timeout`."""
+    if timeout is not None and timeout <= 0:
+        raise BadInput(f"--timeout must be a positive number of seconds, got {timeout}")
+    job = load_sheet(sheet)
+    return job.with_overrides(rounds=rounds) if rounds else job
 
 
 #: `hierfl run` starts one process per node; beyond this, run the nodes elsewhere.
@@ -222,9 +235,12 @@ class RoundProgress:
                                f"[dim]{elapsed:6.1f} s[/dim]")
 
 
-def follow(client: redis.Redis, root: str, procs: dict[str, subprocess.Popen],
+def follow(client: redis.Redis, root: str, check: Callable[[], None],
            progress: RoundProgress, timeout: float | None) -> JobStatus:
-    """Show each round's metrics as they land; return when every node has exited."""
+    """Show each round's metrics as they land; return when every node has exited.
+
+    `check()` raises when the nodes can no longer finish the job (one of them failed).
+    """
     started = time.monotonic()
     watched = [keys.job(root), keys.metrics(root)]
     with KeyWaiter(client, watched, safety_timeout=SUPERVISE_EVERY) as waiter:
@@ -233,7 +249,7 @@ def follow(client: redis.Redis, root: str, procs: dict[str, subprocess.Popen],
             progress.update(status, time.monotonic() - started)
             if status.finished:
                 return status
-            check_nodes(procs)
+            check()
             if timeout is not None and time.monotonic() - started > timeout:
                 raise HierflError(f"job {root} did not finish within {timeout:.0f} s "
                                   f"(hierfl status {root} shows where it stands)")

@@ -9,10 +9,10 @@ from __future__ import annotations
 import importlib
 import itertools
 
-import torch
 from torch import nn
 
 from hierfl.errors import BadInput
+from hierfl.learning.rng import seeded
 from hierfl.sheet import ModelConfig
 
 
@@ -24,8 +24,7 @@ def build_model(cfg: ModelConfig, n_features: int, n_classes: int, seed: int) ->
             f"(n_features={n_features}, n_classes={n_classes}); the distributor "
             "fills [data].n_features and [data].n_classes at deploy time"
         )
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+    with seeded(seed):
         if cfg.name == "mlp":
             return mlp(n_features, list(cfg.hidden), n_classes)
         return _from_factory(cfg, n_features, n_classes)

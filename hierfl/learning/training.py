@@ -1,8 +1,8 @@
 """Local training on one client's share: plain minibatch epochs on the CPU.
 
 The result depends only on the model's parameters, the data, the config and the seed (the batch
-order and any dropout come from a seeded RNG forked off the global one, and the maths runs on one
-thread), so a re-run of a client's round reproduces its submission.
+order and any dropout come from a seeded section of the global RNG, see `hierfl.learning.rng`, and
+the maths runs on one thread), so a re-run of a client's round reproduces its submission.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from hierfl.errors import BadInput
+from hierfl.learning.rng import seeded
 from hierfl.sheet import TrainingConfig
 
 
@@ -55,8 +56,7 @@ def train_local(
     total, count = 0.0, 0
     model.train()
     single_thread()
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+    with seeded(seed):
         for _ in range(cfg.local_epochs):
             order = torch.randperm(len(labels))
             for batch in order.split(cfg.batch_size):

@@ -17,7 +17,7 @@ from hierfl.node.runtime import Slot
 from hierfl.protocol import ErrorCode, Role
 from hierfl.store.scripts import Scripts
 from hierfl.store.state import job_exists, list_jobs
-from hierfl.store.waiter import KeyWaiter
+from hierfl.store.waiter import SAFETY_TIMEOUT, KeyWaiter, WaiterFactory
 
 log = logging.getLogger(__name__)
 
@@ -33,8 +33,10 @@ def claim_slot(
     cluster: str | None = None,
     node: str | None = None,
     timeout: float | None = None,
+    waiters: WaiterFactory | None = None,
 ) -> Slot:
-    """Claim a slot atomically (the claim_slot script); wait on the job registry if needed."""
+    """Claim a slot atomically (the claim_slot script); wait on the job registry if needed
+    (with a waiter from `waiters`, by default a `KeyWaiter` of its own)."""
     scripts = Scripts(client)
     if node and not cluster:
         raise BadInput("--id needs --cluster: a node id is only unique within its cluster")
@@ -46,7 +48,8 @@ def claim_slot(
     if node:
         check_node_id(node)
     deadline = None if timeout is None else time.monotonic() + timeout
-    with KeyWaiter(client, [keys.JOBS]) as waiter:
+    make_waiter = waiters or (lambda watched, t: KeyWaiter(client, watched, t))
+    with make_waiter([keys.JOBS], SAFETY_TIMEOUT) as waiter:
         while True:
             slot = _try_claim(scripts, client, role, job, cluster or "", node or "")
             if slot is not None:

@@ -49,7 +49,7 @@ from hierfl.store.blobs import BlobStore
 from hierfl.store.connection import check_server, url_for_display
 from hierfl.store.scripts import Scripts
 from hierfl.store.state import ClusterState, read_cluster
-from hierfl.store.waiter import SAFETY_TIMEOUT, KeyWaiter
+from hierfl.store.waiter import SAFETY_TIMEOUT, KeyWaiter, Waiter, WaiterFactory
 
 #: Reconnecting after a lost connection: the first pause between attempts, doubling up to the
 #: cap, and how long a node keeps trying before it gives up (seconds; `hierfl node
@@ -129,11 +129,17 @@ class NodeRuntime:
         safety_timeout: float = SAFETY_TIMEOUT,
         url: str | None = None,
         reconnect_timeout: float = RECONNECT_TIMEOUT,
+        waiters: WaiterFactory | None = None,
     ) -> None:
+        """`waiters` makes this node's waiters: by default a subscription of its own
+        (`KeyWaiter`); many nodes in one process share one (`NotificationHub.waiter`)."""
         # Every lost connection goes through one path, `_reconnect` and a fresh session, so
         # redis-py's own silent retries (which would re-subscribe behind the waiter's back) are
-        # off for this node's client.
-        client.set_retry(Retry(NoBackoff(), 0))
+        # off for this node's client. (A client shared by many nodes comes without them from
+        # `connect(pool_size=...)`: redis-py cannot change a BlockingConnectionPool's retries.)
+        retry = client.get_retry()
+        if retry is None or retry.get_retries() > 0:
+            client.set_retry(Retry(NoBackoff(), 0))
         self.client = client
         self.slot = slot
         self.url = url or _url_of(client)
@@ -141,6 +147,8 @@ class NodeRuntime:
         self.scripts = Scripts(client)
         self.blobs = BlobStore(client, slot.root)
         self.safety_timeout = safety_timeout
+        self.waiters: WaiterFactory = waiters or (
+            lambda watched, timeout: KeyWaiter(client, watched, timeout))
         self.machine = NodeMachine(slot.role)
         self.log = logging.getLogger(f"hierfl.node.{slot}")
         self.sheet: JobSheet | None = None
@@ -175,7 +183,7 @@ class NodeRuntime:
         Everything a session does follows from the state it reads, so after a lost connection
         a new session simply starts over: it finds what is already done, and redoes the rest.
         """
-        with KeyWaiter(self.client, [keys.job(self.slot.cluster)], self.safety_timeout) as waiter:
+        with self.waiters([keys.job(self.slot.cluster)], self.safety_timeout) as waiter:
             if self._setup(waiter):
                 while True:
                     state = waiter.until(self.read, self._ready, wake_in=_deadline_in)
@@ -196,7 +204,9 @@ class NodeRuntime:
         delay, attempts = RECONNECT_FIRST_DELAY, 0
         while True:
             attempts += 1
-            self.client.connection_pool.disconnect()  # drop the dead sockets
+            # Drop the idle (maybe dead) sockets, not those other nodes of this process are
+            # using: they find out for themselves. A failed command already closed its own.
+            self.client.connection_pool.disconnect(inuse_connections=False)
             try:
                 self._probe()
                 break
@@ -258,7 +268,7 @@ class NodeRuntime:
                              "members that had answered", state.generation,
                              ProcessStage(state.process_stage).name.lower())
 
-    def _setup(self, waiter: KeyWaiter) -> bool:
+    def _setup(self, waiter: Waiter) -> bool:
         """Job sheet, then dataset; False when the job ended before this node was ready."""
         state = waiter.until(self.read, lambda s: s.jobsheet_flag or finished(s))
         self.machine.sync(self.my_status(state))

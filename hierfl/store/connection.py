@@ -85,13 +85,18 @@ def resolve_url(url: str | None = None) -> str:
     return EmbeddedServer().start().url
 
 
-def connect(url: str | None = None, *, job: str | None = None) -> redis.Redis:
+def connect(url: str | None = None, *, job: str | None = None,
+            pool_size: int | None = None) -> redis.Redis:
     """A client for hierfl's Redis, after checking that the server is reachable and usable.
 
     `job` names the job tree (root name) the caller works on. It only matters for a Redis user
     that may neither read the server's CONFIG nor write outside that tree (an ACL user confined
     to one job, docs/security.md): the check that keyspace notifications arrive then writes its
     scratch key inside the tree, ``hierfl:{JOB}:probe:<random>``, instead of ``hierfl:probe:*``.
+
+    `pool_size`: for a client shared by many threads (`hierfl simulate`), at most this many
+    connections, a thread waiting for a free one rather than failing (redis-py's own pool
+    refuses the 101st).
 
     Raises RedisUnavailable within a few seconds if not: the checks run on a probe client
     with short timeouts and no retries, because the returned client has no read timeout.
@@ -103,7 +108,7 @@ def connect(url: str | None = None, *, job: str | None = None) -> redis.Redis:
         check_server(probe, resolved, job=job)
     finally:
         probe.close()
-    client = _client(resolved, socket_timeout=None)
+    client = _client(resolved, socket_timeout=None, pool_size=pool_size)
     _ping(client, resolved)
     if job:
         _PROBE_JOB[client] = job
@@ -133,7 +138,7 @@ def connection_options(url: str) -> dict[str, object]:
     return options
 
 
-def _client(url: str, **overrides: object) -> redis.Redis:
+def _client(url: str, pool_size: int | None = None, **overrides: object) -> redis.Redis:
     kwargs: dict[str, object] = {
         "decode_responses": False,
         "socket_connect_timeout": 3,
@@ -145,7 +150,13 @@ def _client(url: str, **overrides: object) -> redis.Redis:
     kwargs.update(overrides)
     shown = url_for_display(url)
     try:
-        client = redis.Redis.from_url(url, **kwargs)
+        if pool_size is None:
+            client = redis.Redis.from_url(url, **kwargs)
+        else:
+            # Its nodes handle a lost connection themselves (NodeRuntime), so no retries.
+            kwargs.setdefault("retry", Retry(NoBackoff(), 0))
+            client = redis.Redis.from_pool(redis.BlockingConnectionPool.from_url(
+                url, max_connections=pool_size, timeout=None, **kwargs))
     except ValueError as exc:
         raise BadInput(f"not a usable Redis URL: {shown}: {exc}") from exc
     _check_options(client, url)

@@ -30,8 +30,64 @@ WAKE_MARGIN = 0.005
 CONFIRM_TIMEOUT = 5.0
 
 
-class KeyWaiter:
-    """Wakes when any of the watched keys changes. Use as a context manager."""
+class Waiter:
+    """What a node needs of a waiter: `wait` for a change, `until` a state is ready.
+
+    Two kinds: `KeyWaiter` has its own subscription; `hierfl.store.hub.SharedWaiter` shares
+    one connection with every other waiter of its process.
+    """
+
+    safety_timeout: float
+    wakeups: int
+
+    def __enter__(self) -> Waiter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Stop listening."""
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until a watched key changes (True) or the timeout passes (False)."""
+        raise NotImplementedError
+
+    def until(
+        self,
+        read: Callable[[], T],
+        ready: Callable[[T], bool],
+        deadline: float | None = None,
+        wake_in: Callable[[T], float | None] | None = None,
+    ) -> T:
+        """Re-read on every wake-up until `ready(read())`; returns that state.
+
+        `deadline` (a `time.monotonic()` value) bounds the whole wait: TimeoutError after it.
+        `wake_in(state)`, seconds from now or None, is a moment the state itself names (a round's
+        deadline): the wait ends then even if no key changes, so `ready` can see it has come.
+        """
+        while True:
+            state = read()
+            if ready(state):
+                return state
+            timeout = self.safety_timeout
+            if wake_in is not None and (due := wake_in(state)) is not None:
+                timeout = min(timeout, max(due, 0.0) + WAKE_MARGIN)
+            if deadline is not None:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise TimeoutError("the awaited state did not come in time")
+                timeout = min(timeout, left)
+            self.wait(timeout)
+
+
+#: Makes a waiter on some keys with a safety timeout (`KeyWaiter`, or a hub's `waiter`).
+WaiterFactory = Callable[[list[str], float], Waiter]
+
+
+class KeyWaiter(Waiter):
+    """Wakes when any of the watched keys changes, on a subscription of its own. Use as a
+    context manager."""
 
     def __init__(
         self, client: redis.Redis, watched: list[str], safety_timeout: float = SAFETY_TIMEOUT
@@ -47,9 +103,6 @@ class KeyWaiter:
         self.pubsub.subscribe(*self.channels)
         self._await_confirmations()
         return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     def close(self) -> None:
         if self.pubsub is not None:
@@ -83,30 +136,3 @@ class KeyWaiter:
         if woke:
             self.wakeups += 1
         return woke
-
-    def until(
-        self,
-        read: Callable[[], T],
-        ready: Callable[[T], bool],
-        deadline: float | None = None,
-        wake_in: Callable[[T], float | None] | None = None,
-    ) -> T:
-        """Re-read on every wake-up until `ready(read())`; returns that state.
-
-        `deadline` (a `time.monotonic()` value) bounds the whole wait: TimeoutError after it.
-        `wake_in(state)`, seconds from now or None, is a moment the state itself names (a round's
-        deadline): the wait ends then even if no key changes, so `ready` can see it has come.
-        """
-        while True:
-            state = read()
-            if ready(state):
-                return state
-            timeout = self.safety_timeout
-            if wake_in is not None and (due := wake_in(state)) is not None:
-                timeout = min(timeout, max(due, 0.0) + WAKE_MARGIN)
-            if deadline is not None:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    raise TimeoutError("the awaited state did not come in time")
-                timeout = min(timeout, left)
-            self.wait(timeout)

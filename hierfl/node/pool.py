@@ -1,0 +1,110 @@
+"""Many nodes in one process: a thread per node, one notification connection for all.
+
+The nodes are the same `ClientNode` and `WorkerNode` that `hierfl node` runs, calling the same
+scripts on the same server; only their waiters share a `NotificationHub`, and their Redis
+client shares one connection pool. `hierfl simulate` runs a whole tree this way and `hierfl
+node --count N` runs N nodes of one role.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from pathlib import Path
+
+import redis
+
+from hierfl.errors import HierflError
+from hierfl.node.client import ClientNode
+from hierfl.node.runtime import NodeRuntime, Slot
+from hierfl.node.worker import WorkerNode
+from hierfl.protocol import Role
+from hierfl.store.hub import NotificationHub
+from hierfl.store.waiter import SAFETY_TIMEOUT
+
+log = logging.getLogger(__name__)
+
+#: Connections a pool's shared client may open (`connect(pool_size=...)`). A node holds one only
+#: while a command runs, not while it waits, so a few dozen serve a thousand nodes.
+POOL_CONNECTIONS = 32
+
+
+class NodePool:
+    """Runs nodes as threads of this process until each one's job ends. A context manager.
+
+    `client` is shared by every node: make it with `connect(pool_size=POOL_CONNECTIONS)`.
+    """
+
+    def __init__(self, client: redis.Redis, url: str | None = None,
+                 safety_timeout: float = SAFETY_TIMEOUT) -> None:
+        self.client = client
+        self.url = url
+        self.safety_timeout = safety_timeout
+        self.hub = NotificationHub(client)
+        self.exit_codes: dict[Slot, int] = {}
+        self.errors: dict[Slot, BaseException] = {}
+        self._threads: dict[Slot, threading.Thread] = {}
+        self._done: queue.Queue[Slot] = queue.Queue()
+
+    def __enter__(self) -> NodePool:
+        self.hub.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.hub.close()
+
+    def node(self, slot: Slot, data: Path | None = None) -> NodeRuntime:
+        options = {"url": self.url, "safety_timeout": self.safety_timeout,
+                   "waiters": self.hub.waiter}
+        if slot.role == Role.CLIENT:
+            return ClientNode(self.client, slot, data=data, **options)
+        return WorkerNode(self.client, slot, **options)
+
+    def start(self, slot: Slot, data: Path | None = None) -> None:
+        runtime = self.node(slot, data)
+        thread = threading.Thread(target=self._run, args=(slot, runtime), name=str(slot),
+                                  daemon=True)  # a stopped process abandons them, like SIGTERM
+        self._threads[slot] = thread
+        thread.start()
+
+    def _run(self, slot: Slot, runtime: NodeRuntime) -> None:
+        try:
+            self.exit_codes[slot] = runtime.run()
+        except BaseException as exc:  # reported by `wait`, not lost with the thread
+            self.errors[slot] = exc
+            self.exit_codes[slot] = 1
+            runtime.log.error("failed: %s", exc)
+        finally:
+            self._done.put(slot)
+
+    @property
+    def running(self) -> int:
+        return len(self._threads) - len(self.exit_codes)
+
+    def failures(self) -> dict[Slot, str]:
+        """Nodes that ended with a non-zero exit code, and why."""
+        return {slot: str(self.errors.get(slot, f"exit {code}"))
+                for slot, code in self.exit_codes.items() if code != 0}
+
+    def check(self) -> None:
+        """Raise if a node failed (`hierfl simulate` stops the job then)."""
+        if failed := self.failures():
+            shown = ", ".join(f"{slot} ({why})" for slot, why in sorted(
+                failed.items(), key=lambda item: str(item[0]))[:5])
+            more = f" and {len(failed) - 5} more" if len(failed) > 5 else ""
+            raise HierflError(f"nodes failed: {shown}{more}")
+
+    def wait(self, timeout: float | None = None) -> int:
+        """Until every node has ended: 0 when all exited 0, else 1."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while self.running:
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                raise HierflError(f"{self.running} nodes still running after {timeout:g} s")
+            try:
+                self._done.get(timeout=left)
+            except queue.Empty:
+                continue
+        return 0 if not self.failures() else 1

@@ -1,0 +1,72 @@
+"""Many waiters, one notification connection: the hub behind `hierfl simulate` and
+`hierfl node --count`."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+import redis
+from driver import Driver
+
+from hierfl import keys
+from hierfl.store.hub import NotificationHub
+from hierfl.store.state import read_cluster
+
+
+def subscribed_connections(r: redis.Redis) -> int:
+    return sum(1 for c in r.client_list() if int(c.get("sub", 0)) > 0)
+
+
+def test_fifty_waiters_share_one_subscribed_connection(r):
+    before = subscribed_connections(r)
+    with NotificationHub(r) as hub:
+        waiters = [hub.waiter([keys.job(f"job{i % 5}")]) for i in range(50)]
+        for waiter in waiters:
+            waiter.__enter__()
+        assert subscribed_connections(r) == before + 1
+        for waiter in waiters:
+            waiter.close()
+    assert subscribed_connections(r) == before
+
+
+def test_a_shared_waiter_wakes_on_a_script_change_well_before_its_safety_timeout(r):
+    d = Driver(r, sub=[], clients=[1], workers=[1])
+    d.deploy()
+    with NotificationHub(r) as hub, hub.waiter([keys.job("demo")], 30.0) as waiter, \
+            hub.waiter([keys.job("other")], 30.0) as bystander:
+        timer = threading.Timer(0.2, d.ack_all_jobsheets)
+        started = time.monotonic()
+        timer.start()
+        state = waiter.until(lambda: read_cluster(r, "demo"), lambda s: s.dataset_flag)
+        elapsed = time.monotonic() - started
+        timer.join()
+        assert bystander.wait(timeout=0.2) is False  # only the changed key's waiters wake
+    assert state.dataset_flag
+    assert elapsed < 5.0, f"woke after {elapsed:.2f} s: not by notification"
+    assert waiter.wakeups >= 1
+
+
+def test_every_waiter_of_a_key_wakes_and_a_burst_is_one_wakeup(r):
+    d = Driver(r, sub=[], clients=[3], workers=[1])
+    d.deploy()
+    with (NotificationHub(r) as hub, hub.waiter([keys.job("demo")]) as first,
+          hub.waiter([keys.job("demo")]) as second):
+        d.ack_all_jobsheets()  # several writes to the cluster hash
+        time.sleep(0.1)  # let every notification arrive before we look
+        assert first.wait(timeout=5) is True and second.wait(timeout=5) is True
+        assert first.wait(timeout=0.2) is False
+
+
+def test_a_lost_connection_breaks_every_waiter_and_the_next_one_reconnects(r):
+    with NotificationHub(r) as hub:
+        with hub.waiter([keys.job("a")]) as a, hub.waiter([keys.job("b")]) as b:
+            r.client_kill_filter(_type="pubsub")
+            with pytest.raises(redis.ConnectionError, match="lost the notification"):
+                a.wait(timeout=5)
+            with pytest.raises(redis.ConnectionError):
+                b.wait(timeout=5)
+        with hub.waiter([keys.job("a")], 30.0) as again:  # a node's next session
+            r.hset(keys.job("a"), "probe", 1)
+            assert again.wait(timeout=5) is True

@@ -1,0 +1,52 @@
+"""Nodes as threads of one process: the same results as node processes."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import threading
+
+from hierfl.learning import params as P
+from hierfl.learning.models import build_model
+from hierfl.sheet import ModelConfig
+
+
+def test_models_built_in_many_threads_at_once_equal_one_built_alone():
+    # Two workers that must offer the same initial model do so even as threads of one process.
+    cfg = ModelConfig(name="mlp", hidden=(32,))
+    alone = P.to_bytes(P.from_model(build_model(cfg, 64, 10, seed=7)))
+    built: list[bytes] = []
+
+    def build() -> None:
+        for _ in range(20):
+            built.append(P.to_bytes(P.from_model(build_model(cfg, 64, 10, seed=7))))
+
+    threads = [threading.Thread(target=build) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(built) == 80 and set(built) == {alone}
+
+
+def test_node_count_runs_a_whole_job_from_two_processes(hierfl_env):
+    def hierfl(*args: str) -> subprocess.Popen:
+        return subprocess.Popen([sys.executable, "-m", "hierfl", *args], env=hierfl_env,
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+    deploy = hierfl("init-job", "many", "--sub", "2", "--clients", "2", "--workers", "2",
+                    "--rounds", "2")
+    assert deploy.wait(60) == 0, deploy.stdout.read()
+    procs = [hierfl("node", "--role", "client", "--job", "many", "--count", "4"),
+             hierfl("node", "--role", "worker", "--job", "many", "--count", "6")]
+    outputs = [p.communicate(timeout=180)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outputs
+    assert outputs[0].count("joined many#") == 4
+    assert outputs[1].count("joined many") == 6
+    status = subprocess.run([sys.executable, "-m", "hierfl", "status", "many", "--json"],
+                            env=hierfl_env, capture_output=True, text=True, check=True)
+    data = json.loads(status.stdout)
+    assert data["outcome"] == "completed" and data["metrics"][-1]["round"] == 2
+    assert all(set(c["clients"].values()) <= {5} and set(c["workers"].values()) == {5}
+               for c in data["clusters"].values())

@@ -21,6 +21,11 @@ class IntegrityError(HierflError):
     """Stored bytes do not match their digest, or parameters are malformed."""
 
 
+class BlobGone(IntegrityError):
+    """No blob is stored under a digest: the scripts retired it once no live round named it
+    (the reader's round is over), or it was never stored."""
+
+
 class ScriptError(HierflError):
     """A Lua script refused an operation; `code` is an `ErrorCode`. Nothing was changed."""
 

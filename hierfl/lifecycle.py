@@ -39,7 +39,8 @@ def deploy_job(client: redis.Redis, sheet: JobSheet) -> list[ClusterSpec]:
         shares.setdefault(cluster, {})[client_id] = blobs.put(data)
     testset = blobs.put(plan.test)
     scripts = Scripts(client)
-    scripts.deploy(root, tree, stored.to_json(), sheet.rounds, shares, testset)
+    scripts.deploy(root, tree, stored.to_json(), sheet.rounds, shares, testset,
+                   sheet.keep_checkpoints)
     scripts.register_job(root)
     return tree
 

@@ -85,6 +85,7 @@ class Field(str, Enum):
     CANDIDATE = "candidate"  # root only: the first worker's initial parameters
     OUTCOME = "outcome"  # root only
     REASON = "reason"  # root only: why the job failed
+    KEEP_CHECKPOINTS = "keep_checkpoints"  # root only: 1 keeps every round's global blob
     ROUND_TIMEOUT = "round_timeout"  # ms a generation may wait for submissions; 0 = forever
     MIN_CLIENTS = "min_clients"  # submissions needed by that deadline; 0 = every member
     AGGREGATION_TIMEOUT = "aggregation_timeout"  # ms to wait for aggregates; 0 = forever

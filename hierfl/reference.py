@@ -80,11 +80,15 @@ class JobModel:
     reason: str = ""
     history: dict[int, str] = field(default_factory=dict)
     events: int = 0
+    keep_checkpoints: bool = False
+    scored: set[int] = field(default_factory=set)  # rounds with a metric (record_metric)
+    retiring: set[str] = field(default_factory=set)
 
     # -- deploy ----------------------------------------------------------------------------
 
     @classmethod
-    def deploy(cls, root: str, tree: list[ClusterSpec], rounds: int) -> JobModel:
+    def deploy(cls, root: str, tree: list[ClusterSpec], rounds: int,
+               keep_checkpoints: bool = False) -> JobModel:
         clusters = {
             spec.name: ClusterModel(
                 name=spec.name, parent=spec.parent or "", level=spec.level,
@@ -96,7 +100,7 @@ class JobModel:
             )
             for spec in tree
         }
-        job = cls(root, clusters)
+        job = cls(root, clusters, keep_checkpoints=keep_checkpoints)
         job.events = 1
         return job
 
@@ -191,6 +195,20 @@ class JobModel:
         self._move(c, role, node, "ack_exit")
         self._settle(c)
         return S.EXITED
+
+    def record_metric(self, node: str, round_: int, digest: str) -> int:
+        """A root worker's score for a round (figures aside): 1 when first, 0 after."""
+        if node not in self.top.workers:
+            raise Refusal(ErrorCode.UNKNOWN_NODE, "only a worker of the root records metrics")
+        if self.history.get(round_) != digest:
+            raise Refusal(ErrorCode.BAD_ARGUMENT, f"not the global model of round {round_}")
+        if round_ in self.scored:
+            return 0
+        self.scored.add(round_)
+        self._emit()
+        self.retiring.add(digest)
+        self._sweep()
+        return 1
 
     def can_move(self, name: str, cluster: str, role: str, node: str) -> bool:
         """Whether a well-behaved call of `name` now would move the node (not a repeat)."""
@@ -319,6 +337,7 @@ class JobModel:
             self._emit()
 
     def _begin_generation(self, c: ClusterModel, digest: str) -> None:
+        self.retiring.update([c.global_digest, *c.submissions.values(), *c.aggregates.values()])
         c.global_digest = digest
         c.process_stage = ProcessStage.TRAINING
         c.round = self.top.round
@@ -341,6 +360,7 @@ class JobModel:
             c.process_stage = ProcessStage.FINISHED
             c.deadline = False
             if digest is not None:
+                self.retiring.add(c.global_digest)
                 c.global_digest = digest
         self._emit()
 
@@ -368,6 +388,10 @@ class JobModel:
                          f"{parent.name} has no round_timeout to go on without it", None)
 
     def _conclude(self, c: ClusterModel, at_deadline: bool = False) -> None:
+        self._decide(c, at_deadline)
+        self._sweep()
+
+    def _decide(self, c: ClusterModel, at_deadline: bool) -> None:
         needed = c.tolerance.quorum or len(c.workers) // 2 + 1
         winner = majority(list(c.aggregates.values()), needed)
         if winner is None:
@@ -376,6 +400,7 @@ class JobModel:
                                    f"{len(c.aggregates)} uploaded in cluster {c.name}")
             else:
                 c.attempt += 1
+                self.retiring.update(c.aggregates.values())
                 c.aggregates = {}
                 c.deadline = c.tolerance.aggregation_timeout_ms > 0
                 self._emit()
@@ -396,6 +421,7 @@ class JobModel:
         elif c.epoch < c.cluster_epochs:
             self._begin_generation(c, winner)
         else:
+            self.retiring.add(c.global_digest)
             c.global_digest, c.process_stage, c.deadline = winner, ProcessStage.IDLE, False
             parent = self.clusters[c.parent]
             if (parent.process_stage != ProcessStage.TRAINING
@@ -405,6 +431,20 @@ class JobModel:
             self._set_in_parent(c, S.DONE)
             self._recompute(parent)
             self._record_submission(parent, c.name, winner, c.samples)
+
+    def _live_blobs(self) -> set[str]:
+        """What lib/retire.lua's live_blobs finds: blobs a live round may still need."""
+        live = {self.candidate} if self.candidate else set()
+        for c in self.clusters.values():
+            live.update([c.global_digest, *c.submissions.values(), *c.aggregates.values()])
+        live.update(d for r, d in self.history.items()
+                    if self.keep_checkpoints or r not in self.scored)
+        return live
+
+    def _sweep(self) -> None:
+        if self.retiring:
+            self.blobs -= self.retiring - self._live_blobs()
+            self.retiring = set()
 
     def _close_phase(self, c: ClusterModel) -> None:
         if c.process_stage == ProcessStage.AGGREGATING:
@@ -446,6 +486,7 @@ class JobModel:
         if not c.parent:
             fields[Field.OUTCOME] = self.outcome
             fields[Field.REASON] = self.reason
+            fields[Field.KEEP_CHECKPOINTS] = int(self.keep_checkpoints)
             if self.candidate is not None:
                 fields[Field.CANDIDATE] = self.candidate
         return {f.value: str(int(v) if isinstance(v, int) else v) for f, v in fields.items()}

@@ -121,6 +121,7 @@ class JobSheet:
     name: str
     rounds: int
     seed: int
+    keep_checkpoints: bool = False  # keep every round's global blob (else only live ones)
     topology: Topology = field(default_factory=Topology)
     model: ModelConfig = field(default_factory=ModelConfig)
     training: TrainingConfig = field(default_factory=TrainingConfig)
@@ -138,7 +139,8 @@ class JobSheet:
             "data": self.data,
             "tolerance": self.tolerance,
         }
-        doc: dict[str, Any] = {"job": {"name": self.name, "rounds": self.rounds, "seed": self.seed}}
+        doc: dict[str, Any] = {"job": {"name": self.name, "rounds": self.rounds, "seed": self.seed,
+                                       "keep_checkpoints": self.keep_checkpoints}}
         for title, section in sections.items():
             doc[title] = {
                 k: list(v) if isinstance(v, tuple) else v for k, v in asdict(section).items()
@@ -173,7 +175,7 @@ class JobSheet:
         )
 
     def with_overrides(self, **overrides: Any) -> JobSheet:
-        """A copy with ``name``/``rounds``/``seed`` or topology fields replaced, re-validated.
+        """A copy with ``[job]`` or topology fields replaced, re-validated.
 
         Scalars follow the sheet's broadcast rules. When ``sub`` changes the depth, per-level
         lists that are not overridden (topology and tolerance) shrink or grow to their leaf
@@ -181,7 +183,7 @@ class JobSheet:
         """
         doc = self.to_dict()
         job_keys, topo_keys = (
-            ("name", "rounds", "seed"),
+            ("name", "rounds", "seed", "keep_checkpoints"),
             ("sub", "clients", "workers", "cluster_epochs"),
         )
         for key, value in overrides.items():
@@ -299,6 +301,12 @@ class _Section:
             raise self.fail(key, f"must be {rule}", value)
         return float(value)
 
+    def boolean(self, key: str, default: bool) -> bool:
+        value = self.raw(key, default)
+        if not isinstance(value, bool):
+            raise self.fail(key, "must be true or false", value)
+        return value
+
     def choice(self, key: str, default: str, choices: tuple[str, ...]) -> str:
         value = self.raw(key, default)
         if value not in choices:
@@ -334,7 +342,7 @@ def _int_rule(minimum: int, maximum: int) -> str:
 
 #: Every section and its keys, in documentation order.
 _KEYS: dict[str, tuple[str, ...]] = {
-    "job": ("name", "rounds", "seed"),
+    "job": ("name", "rounds", "seed", "keep_checkpoints"),
     "topology": ("sub", "clients", "workers", "cluster_epochs"),
     "model": ("name", "hidden", "kwargs"),
     "training": ("optimizer", "lr", "momentum", "batch_size", "local_epochs"),
@@ -397,6 +405,7 @@ def _from_mapping(doc: Mapping[str, Any], source: str, base_dir: Path | None) ->
         name=name,
         rounds=job.integer("rounds", 5, minimum=1, maximum=1_000_000),
         seed=job.integer("seed", 0, minimum=0),
+        keep_checkpoints=job.boolean("keep_checkpoints", False),
         topology=_topology(section("topology")),
         model=_model(section("model")),
         training=_training(section("training")),

@@ -11,6 +11,7 @@
   ARGV[4] rounds     global rounds
   ARGV[5] shares     JSON {cluster: {client id: share digest}}
   ARGV[6] testset    digest of the test split blob
+  ARGV[7] keep_checkpoints  "1" keeps every round's global blob, "0" only the live ones
   Returns: the number of clusters created
   Errors: JOB_EXISTS, BAD_ARGUMENT, MISSING_BLOB
   Writes: job, clients, workers, shares hashes of every cluster; free lists; sheet; testset;
@@ -114,7 +115,8 @@ local function main()
   end
   redis.call("SET", KEY.sheet(root), ARGV[3])
   redis.call("SET", KEY.testset(root), ARGV[6])
-  redis.call("HSET", KEY.job(root, root), F.OUTCOME, OUTCOME.RUNNING, F.REASON, "")
+  redis.call("HSET", KEY.job(root, root), F.OUTCOME, OUTCOME.RUNNING, F.REASON, "",
+    F.KEEP_CHECKPOINTS, ARGV[7] == "1" and 1 or 0)
   emit(root, root, nil, "deploy", "", "", { "clusters", #tree })
   return #tree
 end

@@ -3,7 +3,8 @@
   round. The first report for a round is kept (honest workers compute the same figures).
 
   Preconditions: the node is a worker of the root cluster; the digest is the global agreed
-  after that round (round 0 = the initial model).
+  after that round (round 0 = the initial model). Once scored, the round's global is retired
+  (see lib/retire) unless the job keeps checkpoints or something live still names it.
   KEYS[1] job        the root cluster hash            hierfl:{ROOT}:job:ROOT
   ARGV[1] root       the root job name
   ARGV[2] node       the worker id
@@ -13,10 +14,11 @@
   ARGV[6] loss       mean test loss
   Returns: 1 when stored, 0 when the round had a report already
   Errors: UNKNOWN_JOB, UNKNOWN_NODE, BAD_ARGUMENT
-  Writes: metrics; events
+  Writes: metrics; events; deletes the round's global blob once nothing live names it
 ]]
 --- @include "lib/util"
 --- @include "lib/event"
+--- @include "lib/retire"
 
 local function main()
   local root, node, round = ARGV[1], ARGV[2], ARGV[3]
@@ -40,6 +42,8 @@ local function main()
     at = now_ms() })
   if redis.call("HSETNX", KEY.metrics(root), round, report) == 0 then return 0 end
   emit(root, root, "worker/" .. node, "metric", "", "", { "accuracy", accuracy, "loss", loss })
+  retire(ARGV[4])
+  sweep_retired(root)
   return 1
 end
 

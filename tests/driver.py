@@ -16,6 +16,24 @@ from hierfl.store.scripts import Scripts
 from hierfl.store.state import ClusterState, JobStatus, read_cluster, read_job
 
 
+class RecordingBlobs(BlobStore):
+    """A blob store that remembers what it stored, so a driven worker can publish an aggregate
+    again after the scripts retired it (as a real worker does on an aggregation re-run)."""
+
+    def __init__(self, client: redis.Redis, root: str) -> None:
+        super().__init__(client, root)
+        self.payloads: dict[str, bytes] = {}
+
+    def put(self, data: bytes) -> str:
+        digest = super().put(data)
+        self.payloads[digest] = data
+        return digest
+
+    def republish(self, digest: str) -> None:
+        if digest in self.payloads:
+            super().put(self.payloads[digest])
+
+
 class Driver:
     def __init__(self, client: redis.Redis, root: str = "demo", *, sub: list[int] | None = None,
                  clients: list[int] | None = None, workers: list[int] | None = None,
@@ -32,7 +50,7 @@ class Driver:
             cluster_epochs=cluster_epochs or [1] * (depth + 1),
         )
         self.scripts = Scripts(client)
-        self.blobs = BlobStore(client, root)
+        self.blobs = RecordingBlobs(client, root)
         self.specs = {s.name: s for s in self.tree}
 
     def deploy(self) -> int:
@@ -88,6 +106,7 @@ class Driver:
         for w in self.specs[name].workers:
             self.scripts.start_aggregation(name, "worker", w, gen)
             digest = (digests or {}).get(w, agreed)
+            self.blobs.republish(digest)
             self.scripts.upload_aggregate(name, "worker", w, gen, digest)
         return agreed
 

@@ -85,7 +85,9 @@ def redis_state(client: redis.Redis) -> dict:
     for key, kind, value in zip(found, kinds, pipe.execute(), strict=True):
         if any(f":{s}" in key for s in STATIC):
             continue
-        if kind == "hash":
+        if key.endswith(":metrics"):
+            value = sorted(k.decode() for k in value)  # the figures are the workers' business
+        elif kind == "hash":
             value = {k.decode(): v.decode() for k, v in value.items() if k.decode()
                      not in TIMESTAMPS}
             if value.get("deadline"):
@@ -108,6 +110,8 @@ def model_state(model: JobModel) -> dict:
                 state[key] = {k: str(v) for k, v in values.items()}
     if model.history:
         state[keys.history(ROOT)] = {str(k): v for k, v in model.history.items()}
+    if model.scored:
+        state[keys.metrics(ROOT)] = sorted(str(r) for r in model.scored)
     for digest in model.blobs:
         state[keys.blob(ROOT, digest)] = 1
     state[keys.events(ROOT)] = model.events
@@ -142,14 +146,14 @@ class ProtocolMachine(RuleBasedStateMachine):
         self.counter = 0
         self.high_water: dict[str, tuple[int, int]] = {}
 
-    @initialize(tree=trees(), rounds=st.integers(1, 3))
-    def deploy(self, tree: list[ClusterSpec], rounds: int) -> None:
+    @initialize(tree=trees(), rounds=st.integers(1, 3), keep=st.booleans())
+    def deploy(self, tree: list[ClusterSpec], rounds: int, keep: bool) -> None:
         self.client.flushdb()
         note(f"tree: {[(s.name, len(s.clients), len(s.workers), s.cluster_epochs) for s in tree]}"
-             f" rounds={rounds}")
+             f" rounds={rounds} keep_checkpoints={keep}")
         testset = self.blobs.put(b"test split")
-        self.scripts.deploy(ROOT, tree, "{}", rounds, {}, testset)
-        self.model = JobModel.deploy(ROOT, tree, rounds)
+        self.scripts.deploy(ROOT, tree, "{}", rounds, {}, testset, keep)
+        self.model = JobModel.deploy(ROOT, tree, rounds, keep)
         self.model.blobs.add(testset)
         self.nodes = [(s.name, role, n) for s in tree
                       for role, ids in (("client", s.clients), ("worker", s.workers))
@@ -232,6 +236,29 @@ class ProtocolMachine(RuleBasedStateMachine):
         mutation = data.draw(st.sampled_from(["none", "gen-1", "gen+1", "unstored", "nothex",
                                               "zero", "role"]))
         self.apply(self.mutate(op, mutation))
+
+    @rule(data=st.data(), wrong=st.booleans())
+    def score_round(self, data, wrong: bool) -> None:
+        """A root worker records a round's metric (which retires that round's global)."""
+        if not self.model.history:
+            return
+        round_ = data.draw(st.sampled_from(sorted(self.model.history)))
+        node = data.draw(st.sampled_from([*sorted(self.model.top.workers), "ghost"]))
+        digest = "ab" * 32 if wrong else self.model.history[round_]
+        note(f"record_metric {node} round {round_} {digest[:8]}")
+        try:
+            expected, refusal = self.model.record_metric(node, round_, digest), None
+        except Refusal as exc:
+            expected, refusal = None, exc
+        try:
+            got, error = self.scripts.record_metric(ROOT, node, round_, digest, 0.5, 1.0), None
+        except ScriptError as exc:
+            got, error = None, exc
+        if refusal is not None:
+            assert error is not None and error.code == refusal.code, f"{error} vs {refusal}"
+            return
+        assert error is None and got == bool(expected)
+        assert redis_state(self.client) == model_state(self.model), "after record_metric"
 
     def mutate(self, op: Op, how: str) -> Op:
         args = list(op.args)
@@ -317,6 +344,17 @@ class ProtocolMachine(RuleBasedStateMachine):
             for digest in c.aggregates.values():
                 data = self.client.get(keys.blob(ROOT, digest))
                 assert data is not None and digest_of(data) == digest
+
+    @invariant()
+    def live_blobs_are_never_retired(self) -> None:
+        """Every global, submission, aggregate and unscored checkpoint a live round names is
+        still stored (which blobs go is checked step by step: Redis equals the model)."""
+        if self.model is None:
+            return
+        live = self.model._live_blobs() - {""}
+        stored = {k.decode().rsplit(":", 1)[1] for k in
+                  self.client.scan_iter(match=keys.blob(ROOT, "*"), count=1000)}
+        assert live <= stored, f"live blobs missing: {sorted(live - stored)}"
 
     @invariant()
     def finished_trees_only_exit(self) -> None:

@@ -182,7 +182,9 @@ def test_no_majority_reruns_aggregation_once_then_fails_the_job(r):
     assert top.outcome == Outcome.RUNNING.value
     assert top.process_stage == ProcessStage.AGGREGATING and top.fields["attempt"] == "1"
     assert top.uploaded == frozenset() and top.generation == 1
-    d.aggregate_cluster("demo", digests={"w1": other})  # the same disagreement again
+    # The attempt's aggregates are retired: nothing names them any more.
+    assert not r.exists(keys.blob("demo", other))
+    d.aggregate_cluster("demo", digests={"w1": other})  # the same disagreement, published again
     top = d.cluster("demo")
     assert top.outcome == Outcome.FAILED.value
     assert top.process_stage == ProcessStage.FINISHED

@@ -33,6 +33,7 @@ from redis.retry import Retry
 
 from hierfl import keys
 from hierfl.errors import (
+    BlobGone,
     HierflError,
     IllegalTransition,
     NotYet,
@@ -298,6 +299,13 @@ class NodeRuntime:
         except (StaleGeneration, IllegalTransition) as exc:
             # The cluster moved on while we worked: re-read and follow the new state.
             self.log.warning("step refused, following the new state: %s", exc)
+        except BlobGone as exc:
+            # A blob of a round that ended meanwhile was retired; gone in the current one, it
+            # would be a real loss.
+            now = self.read()
+            if (now.generation, now.process_stage) == (state.generation, state.process_stage):
+                raise
+            self.log.warning("the round moved on while this node worked (%s); following it", exc)
 
     def _exit(self, state: ClusterState) -> int:
         self.before_exit(state)

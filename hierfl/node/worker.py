@@ -6,7 +6,13 @@ import numpy as np
 import redis
 
 from hierfl import keys
-from hierfl.errors import HierflError, IllegalTransition, IntegrityError, StaleGeneration
+from hierfl.errors import (
+    BlobGone,
+    HierflError,
+    IllegalTransition,
+    IntegrityError,
+    StaleGeneration,
+)
 from hierfl.learning import params as P
 from hierfl.learning.aggregation import aggregate
 from hierfl.learning.evaluation import evaluate
@@ -84,6 +90,8 @@ class WorkerNode(NodeRuntime):
             if digest not in verdicts:
                 try:
                     verdicts[digest] = self._checked(digest, reference, limit)
+                except BlobGone:
+                    raise  # submit_params checked it was stored: the generation is over
                 except IntegrityError as exc:
                     verdicts[digest] = exc
             verdict = verdicts[digest]
@@ -132,7 +140,11 @@ class WorkerNode(NodeRuntime):
     def _score_rounds(self) -> None:
         for round_, digest in sorted(self._unscored_rounds().items()):
             model = self.new_model(("eval",))
-            P.into_model(model, P.from_bytes(self.blobs.get(digest)))
+            try:
+                params = P.from_bytes(self.blobs.get(digest))
+            except BlobGone:
+                continue  # another root worker scored this round and its checkpoint retired
+            P.into_model(model, params)
             accuracy, loss = evaluate(model, *self.test)
             self.scripts.record_metric(self.slot.root, self.slot.node, round_, digest,
                                        accuracy, loss)

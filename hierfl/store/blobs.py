@@ -1,7 +1,8 @@
 """Content-addressed blobs: parameters and dataset shares, stored under their SHA-256 digest.
 
 Writers never overwrite (SET NX: the same digest means the same bytes) and every read verifies
-the digest, so a corrupted or substituted blob is caught before anyone deserialises it.
+the digest, so a corrupted or substituted blob is caught before anyone deserialises it. Only the
+scripts delete blobs, once no live round names them (lua/lib/retire.lua).
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import hashlib
 import redis
 
 from hierfl import keys
-from hierfl.errors import IntegrityError
+from hierfl.errors import BlobGone, IntegrityError
 
 
 def digest_of(data: bytes) -> str:
@@ -35,7 +36,7 @@ class BlobStore:
     def get(self, digest: str) -> bytes:
         data = self.client.get(keys.blob(self.root, digest))
         if data is None:
-            raise IntegrityError(f"job {self.root}: blob {digest} is not stored")
+            raise BlobGone(f"job {self.root}: blob {digest} is not stored")
         actual = digest_of(data)
         if actual != digest:
             raise IntegrityError(

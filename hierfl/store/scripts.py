@@ -48,9 +48,11 @@ class Scripts:
         rounds: int,
         shares: dict[str, dict[str, str]],
         testset: str,
+        keep_checkpoints: bool = False,
     ) -> int:
         tree_json = json.dumps([spec.to_json() for spec in tree])
-        args = [root, tree_json, sheet, rounds, json.dumps(shares), testset]
+        args = [root, tree_json, sheet, rounds, json.dumps(shares), testset,
+                int(keep_checkpoints)]
         return int(self._call("deploy", [keys.job(root)], args))
 
     def register_job(self, root: str) -> bool:

@@ -10,6 +10,7 @@
 ]]
 --- @include "lib/util"
 --- @include "lib/event"
+--- @include "lib/retire"
 
 local function children_of(root, cluster)
   return split_csv(redis.call("HGET", KEY.job(root, cluster), F.CHILDREN))
@@ -60,6 +61,9 @@ end
 local function begin_generation(root, cluster, digest)
   local job = KEY.job(root, cluster)
   local round = hget_int(KEY.job(root, root), F.ROUND)
+  retire(redis.call("HGET", job, F.GLOBAL))
+  retire_values(KEY.submissions(root, cluster))
+  retire_values(KEY.aggregates(root, cluster))
   redis.call("HSET", job, F.GLOBAL, digest, F.PROCESS_STAGE, STAGE.TRAINING, F.ROUND, round,
     F.DEADLINE, deadline_after(job, F.ROUND_TIMEOUT), F.ATTEMPT, 0, F.DROPPED, "",
     F.FAILURE, "")
@@ -79,7 +83,10 @@ local function finish_tree(root, outcome, reason, digest)
   redis.call("HSET", KEY.job(root, root), F.OUTCOME, outcome, F.REASON, reason or "")
   each_below(root, root, function(cluster)
     redis.call("HSET", KEY.job(root, cluster), F.PROCESS_STAGE, STAGE.FINISHED, F.DEADLINE, "")
-    if digest then redis.call("HSET", KEY.job(root, cluster), F.GLOBAL, digest) end
+    if digest then
+      retire(redis.call("HGET", KEY.job(root, cluster), F.GLOBAL))
+      redis.call("HSET", KEY.job(root, cluster), F.GLOBAL, digest)
+    end
   end)
   emit(root, root, nil, outcome, "", "", { "reason", reason or "" })
 end
@@ -221,6 +228,7 @@ local function apply_winner(root, cluster, winner)
   elseif epoch < hget_int(job, F.CLUSTER_EPOCHS) then
     begin_generation(root, cluster, winner)
   else
+    retire(redis.call("HGET", job, F.GLOBAL))
     redis.call("HSET", job, F.GLOBAL, winner, F.PROCESS_STAGE, STAGE.IDLE, F.DEADLINE, "")
     local parent_job = KEY.job(root, parent)
     if hget_int(parent_job, F.PROCESS_STAGE) ~= STAGE.TRAINING
@@ -236,7 +244,7 @@ end
 
 -- Consensus over the uploaded aggregates: when every worker has uploaded, or at the
 -- aggregation deadline. No winner: aggregation runs once more, then the cluster fails.
-local function conclude(root, cluster, at_deadline)
+local function decide(root, cluster, at_deadline)
   local job = KEY.job(root, cluster)
   local winner, votes, needed = majority(root, cluster)
   if not winner then
@@ -245,6 +253,7 @@ local function conclude(root, cluster, at_deadline)
         .. redis.call("HLEN", KEY.aggregates(root, cluster)) .. " uploaded in cluster " .. cluster)
     else
       redis.call("HINCRBY", job, F.ATTEMPT, 1)
+      retire_values(KEY.aggregates(root, cluster))
       redis.call("DEL", KEY.aggregates(root, cluster))
       redis.call("HSET", job, F.DEADLINE, deadline_after(job, F.AGGREGATION_TIMEOUT))
       emit(root, cluster, nil, "reaggregate", "", "", { "needed", needed })
@@ -254,6 +263,12 @@ local function conclude(root, cluster, at_deadline)
   emit(root, cluster, nil, "consensus", "", "", { "digest", winner, "votes", votes,
     "outvoted", dissenters(root, cluster, winner) })
   apply_winner(root, cluster, winner)
+end
+
+-- The decision and its whole cascade, then the blobs it left unneeded go.
+local function conclude(root, cluster, at_deadline)
+  decide(root, cluster, at_deadline)
+  sweep_retired(root)
 end
 
 -- At a passed deadline: training closes with the submissions it has (if enough), aggregation

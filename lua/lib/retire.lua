@@ -1,0 +1,62 @@
+--[[
+  Retiring parameter blobs that no live round can need any more, so Redis memory stays bounded
+  however many rounds a job runs.
+
+  A script marks the digests its cascade replaced with `retire` (a cluster's old global, its
+  last generation's submissions and aggregates, a scored round's checkpoint); `sweep_retired`,
+  called once the cascade of that call is complete, deletes each marked blob that nothing live
+  still names. Live: every cluster's global, submissions and aggregates; the kept initial
+  candidate; the root's history entries that no worker has scored yet (a root worker evaluates
+  them after the round), or all of them with keep_checkpoints. Dataset shares and the test
+  split are never marked, so they need no check.
+]]
+--- @include "lib/util"
+
+local RETIRING = {}
+
+local function retire(digest)
+  if digest and digest ~= "" then RETIRING[digest] = true end
+end
+
+local function retire_values(key)
+  for _, digest in ipairs(redis.call("HVALS", key)) do retire(digest) end
+end
+
+local function live_blobs(root)
+  local live = {}
+  local function mark_values(key)
+    for _, digest in ipairs(redis.call("HVALS", key)) do live[digest] = true end
+  end
+  local function walk(cluster)
+    local fields = redis.call("HMGET", KEY.job(root, cluster), F.GLOBAL, F.CHILDREN)
+    if fields[1] then live[fields[1]] = true end
+    mark_values(KEY.submissions(root, cluster))
+    mark_values(KEY.aggregates(root, cluster))
+    for _, child in ipairs(split_csv(fields[2])) do walk(child) end
+  end
+  walk(root)
+  local top = KEY.job(root, root)
+  local fields = redis.call("HMGET", top, F.CANDIDATE, F.KEEP_CHECKPOINTS)
+  if fields[1] then live[fields[1]] = true end
+  local keep = tonumber(fields[2]) == 1
+  local history = redis.call("HGETALL", KEY.history(root))
+  for i = 1, #history, 2 do
+    if keep or redis.call("HEXISTS", KEY.metrics(root), history[i]) == 0 then
+      live[history[i + 1]] = true
+    end
+  end
+  return live
+end
+
+-- Deletes the marked blobs nothing live names; returns how many.
+local function sweep_retired(root)
+  if next(RETIRING) == nil then return 0 end
+  local live, deleted = live_blobs(root), 0
+  for digest in pairs(RETIRING) do
+    if not live[digest] then
+      deleted = deleted + redis.call("DEL", KEY.blob(root, digest))
+    end
+  end
+  RETIRING = {}
+  return deleted
+end

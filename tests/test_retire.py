@@ -1,0 +1,75 @@
+"""Bounded memory: the scripts delete the parameter blobs no live round can need any more."""
+
+from __future__ import annotations
+
+import pytest
+from driver import Driver
+
+from hierfl import keys
+
+
+def stored_blobs(d: Driver) -> set[str]:
+    return {k.decode().rsplit(":", 1)[1]
+            for k in d.client.scan_iter(match=keys.blob(d.root, "*"), count=1000)}
+
+
+def history(d: Driver) -> dict[int, str]:
+    return {int(k): v.decode() for k, v in d.client.hgetall(keys.history(d.root)).items()}
+
+
+def run_rounds(d: Driver, rounds: int) -> None:
+    for _ in range(rounds):
+        d.run_round()
+
+
+def test_blob_count_stays_flat_however_many_rounds_run(r):
+    d = Driver(r, sub=[2], clients=[1, 2], workers=[2, 2], cluster_epochs=[1, 2], rounds=12)
+    d.setup()
+    counts = []
+    for _ in range(10):
+        d.run_round()
+        scorer = d.specs["demo"].workers[0]
+        for round_, digest in history(d).items():  # a root worker scores every round
+            d.scripts.record_metric("demo", scorer, round_, digest, 0.5, 1.0)
+        counts.append(len(stored_blobs(d)))
+    assert counts[-1] == counts[1], f"blobs per round: {counts}"
+    # What is left: the test split, the initial candidate, the current global and the last
+    # generation's submissions and aggregates of each cluster, nothing older.
+    top = d.cluster("demo")
+    live = {top.global_digest} | set(top.fields.get("candidate", "").split())
+    for name in d.specs:
+        for hash_key in (keys.submissions(name), keys.aggregates(name)):
+            live |= {v.decode() for v in d.client.hvals(hash_key)}
+        live.add(d.cluster(name).global_digest)
+    test = d.client.get(keys.testset("demo")).decode()
+    assert stored_blobs(d) == live | {test}
+
+
+def test_an_unscored_round_keeps_its_global_until_a_root_worker_scores_it(r):
+    d = Driver(r, sub=[], clients=[2], workers=[2], rounds=5)
+    d.setup()
+    run_rounds(d, 3)  # round 4 is training: rounds 1 and 2's globals are no cluster's any more
+    past = history(d)
+    assert set(past) == {0, 1, 2, 3}
+    assert {past[1], past[2]} <= stored_blobs(d), "unscored checkpoints must stay"
+    assert d.scripts.record_metric("demo", "w0", 1, past[1], 0.9, 0.3)
+    assert past[1] not in stored_blobs(d) and past[2] in stored_blobs(d)
+    # The current global is kept even once scored: training reads it.
+    assert d.scripts.record_metric("demo", "w1", 3, past[3], 0.9, 0.3)
+    assert past[3] in stored_blobs(d) and d.cluster("demo").global_digest == past[3]
+
+
+@pytest.mark.parametrize("keep", [True, False])
+def test_keep_checkpoints_keeps_every_rounds_global(r, keep):
+    d = Driver(r, sub=[], clients=[2], workers=[1], rounds=4)
+    d.deploy = lambda: d.scripts.deploy(d.root, d.tree, "{}", d.rounds, {},
+                                        d.blobs.put(b"test split"), keep)
+    d.setup()
+    run_rounds(d, 4)
+    past = history(d)
+    for round_, digest in past.items():
+        d.scripts.record_metric("demo", "w0", round_, digest, 0.9, 0.3)
+    kept = {round_ for round_, digest in past.items() if digest in stored_blobs(d)}
+    # Without checkpoints: the initial candidate and the final model stay, nothing between.
+    assert kept == ({0, 1, 2, 3, 4} if keep else {0, 4})
+    assert d.cluster("demo").fields["keep_checkpoints"] == ("1" if keep else "0")

@@ -1,6 +1,10 @@
 """A job's life: deploy (the dataset distributor stores every share, then one script call
 creates the whole tree), cancel (one script call stops every cluster) and delete (one script
-call removes the state, then the blobs and the registry entry go)."""
+call removes the state, then the blobs and the registry entry go).
+
+The registry, `hierfl:jobs`, has no hash tag and may sit on another shard of a Redis Cluster
+than the tree: it is written by its own script call, never together with the tree's keys.
+"""
 
 from __future__ import annotations
 
@@ -14,6 +18,7 @@ from hierfl.protocol import ErrorCode
 from hierfl.sheet import JobSheet
 from hierfl.store.blobs import BlobStore
 from hierfl.store.scripts import Scripts
+from hierfl.store.shards import AnyRedis, owner
 from hierfl.store.state import job_exists
 
 
@@ -50,12 +55,17 @@ def cancel_job(client: redis.Redis, root: str, reason: str = "") -> int:
     return Scripts(client).cancel_job(root, reason)
 
 
-def delete_job(client: redis.Redis, root: str, force: bool = False) -> int:
-    """Remove every key of the tree. Refused while nodes are live, unless `force`."""
+def delete_job(client: AnyRedis, root: str, force: bool = False) -> int:
+    """Remove every key of the tree. Refused while nodes are live, unless `force`.
+
+    The tree is one slot: on a Redis Cluster only the shard that owns it is scanned, and each
+    batch of keys is unlinked there in one command.
+    """
     scripts = Scripts(client)
     deleted = scripts.delete_job(root, force)
     batch: list[bytes] = []
-    for key in client.scan_iter(match=keys.tree_pattern(root), count=1000):
+    shard = owner(client, keys.job(root))
+    for key in shard.scan_iter(match=keys.tree_pattern(root), count=1000):
         batch.append(key)
         if len(batch) >= 500:
             deleted += client.unlink(*batch)

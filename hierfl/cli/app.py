@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import os
+from typing import Annotated
+
 import typer
+
+from hierfl.store.connection import CLUSTER_ENV
 
 app = typer.Typer(
     name="hierfl",
@@ -10,6 +15,20 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
+
+
+@app.callback()
+def options(
+    cluster_mode: Annotated[bool, typer.Option(
+        "--cluster-mode",
+        help="The Redis URL names a Redis Cluster node (default: ask the server; also "
+             f"${CLUSTER_ENV}=1).",
+    )] = False,
+) -> None:
+    """Hierarchical federated learning coordinated by Lua scripts inside Redis."""
+    if cluster_mode:
+        # Through the environment, so that the node processes a command starts say so too.
+        os.environ[CLUSTER_ENV] = "1"
 
 
 def _register() -> None:

@@ -14,11 +14,17 @@ Credentials and TLS come with the URL (see docs/security.md):
   the three file parameters the URL does not give (the URL wins);
 - the embedded server's unix socket needs no credentials, unless it was started with
   ``--listen``: then its password is read from the 0600 file next to the socket.
+
+A ``redis://`` or ``rediss://`` URL of a Redis Cluster node gives a `redis.cluster.RedisCluster`
+client (docs/scaling.md): the server says so itself (``INFO cluster``: ``cluster_enabled:1``, or
+HELLO's ``mode`` for a user that may not run INFO), and `hierfl --cluster-mode` or
+$HIERFL_REDIS_CLUSTER=1 say so when it cannot be asked.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import re
 import ssl
@@ -30,12 +36,16 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 import redis
 from redis.backoff import NoBackoff
-from redis.exceptions import NoPermissionError
+from redis.cluster import ClusterNode, RedisCluster
+from redis.exceptions import NoPermissionError, RedisClusterException
 from redis.retry import Retry
 
 from hierfl import keys
 from hierfl.errors import BadInput, RedisUnavailable
 from hierfl.store.server import EmbeddedServer, embedded_password
+from hierfl.store.shards import AnyRedis, cluster_retry, is_cluster, node_clients, owner_node
+
+log = logging.getLogger(__name__)
 
 MIN_VERSION = (6, 2)
 #: Every Redis call made while connecting is bounded by this (seconds), unlike the returned
@@ -56,7 +66,11 @@ _TLS_FILES = ("ssl_ca_certs", "ssl_certfile", "ssl_keyfile", "ssl_ca_path")
 
 #: The job tree a client was connected for (see `connect`'s `job`): `check_server` probes
 #: inside that tree when it runs again later on the same client (a node's reconnect).
-_PROBE_JOB: weakref.WeakKeyDictionary[redis.Redis, str] = weakref.WeakKeyDictionary()
+_PROBE_JOB: weakref.WeakKeyDictionary[AnyRedis, str] = weakref.WeakKeyDictionary()
+#: $HIERFL_REDIS_CLUSTER: "1" (also `hierfl --cluster-mode`) forces the cluster client, "0" the
+#: single-server one; unset or "auto" asks the server.
+CLUSTER_ENV = "HIERFL_REDIS_CLUSTER"
+_YES, _NO = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
 
 
 def url_for_display(url: str) -> str:
@@ -86,7 +100,7 @@ def resolve_url(url: str | None = None) -> str:
 
 
 def connect(url: str | None = None, *, job: str | None = None,
-            pool_size: int | None = None) -> redis.Redis:
+            pool_size: int | None = None, cluster_mode: bool | None = None) -> AnyRedis:
     """A client for hierfl's Redis, after checking that the server is reachable and usable.
 
     `job` names the job tree (root name) the caller works on. It only matters for a Redis user
@@ -95,8 +109,11 @@ def connect(url: str | None = None, *, job: str | None = None,
     scratch key inside the tree, ``hierfl:{JOB}:probe:<random>``, instead of ``hierfl:probe:*``.
 
     `pool_size`: for a client shared by many threads (`hierfl simulate`), at most this many
-    connections, a thread waiting for a free one rather than failing (redis-py's own pool
-    refuses the 101st).
+    connections (per node, on a cluster), a thread waiting for a free one rather than failing
+    (redis-py's own pool refuses the 101st).
+
+    `cluster_mode`: True for a Redis Cluster, False for a single server, None to ask the server
+    (or $HIERFL_REDIS_CLUSTER). A cluster gives a `RedisCluster` client, checked on every node.
 
     Raises RedisUnavailable within a few seconds if not: the checks run on a probe client
     with short timeouts and no retries, because the returned client has no read timeout.
@@ -105,14 +122,101 @@ def connect(url: str | None = None, *, job: str | None = None,
     probe = _client(resolved, socket_timeout=PROBE_TIMEOUT, retry=Retry(NoBackoff(), 0))
     try:
         _ping(probe, resolved)
-        check_server(probe, resolved, job=job)
+        cluster = _wants_cluster(probe, resolved, cluster_mode)
+        if not cluster:
+            check_server(probe, resolved, job=job)
     finally:
         probe.close()
+    if cluster:
+        return _connect_cluster(resolved, job, pool_size)
     client = _client(resolved, socket_timeout=None, pool_size=pool_size)
     _ping(client, resolved)
     if job:
         _PROBE_JOB[client] = job
     return client
+
+
+def _wants_cluster(probe: redis.Redis, url: str, cluster_mode: bool | None) -> bool:
+    """Whether to use the cluster client: as told (argument, then $HIERFL_REDIS_CLUSTER),
+    else as the server says. A unix socket is always a single server's."""
+    told = cluster_mode if cluster_mode is not None else _cluster_setting()
+    if told is not None:
+        if told and urlsplit(url).scheme == "unix":
+            raise BadInput(f"Redis Cluster needs a redis:// or rediss:// URL, not "
+                           f"{url_for_display(url)}")
+        return told
+    return urlsplit(url).scheme != "unix" and _cluster_enabled(probe, url)
+
+
+def _cluster_setting() -> bool | None:
+    value = os.environ.get(CLUSTER_ENV, "").strip().lower()
+    if value in _YES:
+        return True
+    if value in _NO:
+        return False
+    if value in ("", "auto"):
+        return None
+    raise BadInput(f"${CLUSTER_ENV} must be 1 (a Redis Cluster), 0 (a single server) or auto, "
+                   f"got {value!r}")
+
+
+def _cluster_enabled(probe: redis.Redis, url: str) -> bool:
+    """``INFO cluster`` says ``cluster_enabled:1``; HELLO's ``mode`` for a user that may not
+    run INFO (or a server that renamed it away)."""
+    try:
+        return bool(int(probe.info("cluster").get("cluster_enabled", 0)))
+    except redis.ResponseError:  # NOPERM, or an unknown command
+        try:
+            return _hello_fields(probe).get("mode") == b"cluster"
+        except redis.RedisError as exc:
+            raise RedisUnavailable(
+                f"cannot tell whether Redis at {url_for_display(url)} is a cluster ({exc}): "
+                f"say so with `hierfl --cluster-mode` or ${CLUSTER_ENV}=1 (or 0)") from exc
+    except redis.RedisError as exc:
+        raise RedisUnavailable(f"cannot read INFO cluster from {url_for_display(url)}: "
+                               f"{exc}") from exc
+
+
+def _connect_cluster(url: str, job: str | None, pool_size: int | None) -> RedisCluster:
+    """The cluster client, after checking every node (like `connect` on a single server)."""
+    probe = _cluster_client(url, socket_timeout=PROBE_TIMEOUT)
+    try:
+        check_server(probe, url, job=job)
+    finally:
+        probe.close()
+    client = _cluster_client(url, pool_size=pool_size)
+    try:
+        client.ping()
+    except (redis.RedisError, RedisClusterException) as exc:
+        raise RedisUnavailable(f"cannot reach the Redis Cluster at {url_for_display(url)}: "
+                               f"{exc}") from exc
+    if job:
+        _PROBE_JOB[client] = job
+    return client
+
+
+def _cluster_client(url: str, pool_size: int | None = None, **overrides: object) -> RedisCluster:
+    """A `RedisCluster` from `url`. It follows MOVED and ASK itself; a few client-level retries
+    without backoff cover a redirect inside MULTI/EXEC, and every MOVED re-reads the slot table
+    (`reinitialize_steps=1`: slots move rarely, and a waiter must learn the new owner)."""
+    kwargs: dict[str, object] = {
+        "decode_responses": False,
+        "socket_connect_timeout": 3,
+        "socket_timeout": None,
+        "retry_on_timeout": False,
+    }
+    kwargs.update(connection_options(url))
+    kwargs.update(overrides)
+    if pool_size is not None:
+        kwargs.update(connection_pool_class=redis.BlockingConnectionPool,
+                      max_connections=pool_size, timeout=None)
+    try:
+        return RedisCluster.from_url(url, retry=cluster_retry(), reinitialize_steps=1, **kwargs)
+    except (ValueError, TypeError) as exc:
+        raise BadInput(f"not a usable Redis Cluster URL: {url_for_display(url)}: {exc}") from exc
+    except (redis.RedisError, RedisClusterException) as exc:
+        raise RedisUnavailable(f"cannot reach the Redis Cluster at {url_for_display(url)}: "
+                               f"{exc}") from exc
 
 
 def connection_options(url: str) -> dict[str, object]:
@@ -299,13 +403,62 @@ def _looks_like_reset(exc: BaseException) -> bool:
                                          "eof occurred", "unexpected eof"))
 
 
-def check_server(client: redis.Redis, url: str, *, job: str | None = None) -> None:
+def check_server(client: AnyRedis, url: str, *, job: str | None = None,
+                 key: str | None = None) -> None:
     """Refuse a server that is too old or whose keyspace notifications cannot be turned on.
 
-    `job`: as for `connect` (default: the job the client was connected for, if any).
+    `job`: as for `connect` (default: the job the client was connected for, if any). On a
+    cluster every node is checked, since each publishes notifications only for its own keys;
+    with `key`, only the primary that owns it (a node re-checking its own shard after a
+    reconnect, which another shard being down must not hold up).
     """
+    job = job or _PROBE_JOB.get(client)
+    if is_cluster(client):
+        _check_cluster(client, url, job, key)
+        return
     _check_version(client, url)
-    _check_notifications(client, url, job or _PROBE_JOB.get(client))
+    _check_notifications(client, url, job)
+
+
+def _check_cluster(client: RedisCluster, url: str, job: str | None, key: str | None) -> None:
+    """Version and notifications on every primary, and on the replicas a failover would
+    promote (those are best effort: a node re-checks the new primary when it reconnects)."""
+    nodes = node_clients(client)
+    if key is not None:
+        name = owner_node(client, key).name
+        nodes = [(node, node_client) for node, node_client in nodes if node.name == name]
+    for node, node_client in nodes:
+        where = f"{url_for_display(url)} (cluster node {node.name})"
+        try:
+            _check_version(node_client, where)
+            _check_node_notifications(client, node, node_client, where, job)
+        except RedisUnavailable as exc:
+            if node.server_type == "primary":
+                raise
+            log.warning("replica %s: %s", node.name, exc)
+
+
+def _check_node_notifications(client: RedisCluster, node: ClusterNode, node_client: redis.Redis,
+                              where: str, job: str | None) -> None:
+    """`_check_notifications` on one node. Its fallback probe writes a key that node owns: the
+    job's own (a user confined to that job can touch no other shard, so nothing else is
+    checked), or one found for the node."""
+    if job:
+        key = probe_key(job)
+        if owner_node(client, key).name != node.name:
+            key = None  # not this job's shard: only CONFIG can tell, if it may be read
+    else:
+        key = _probe_key_on(client, node.name)
+    _check_notifications(node_client, where, job, key=key, probe=key is not None)
+
+
+def _probe_key_on(client: RedisCluster, name: str) -> str | None:
+    """A fresh ``hierfl:probe:<random>`` key whose slot node `name` owns (None for a replica)."""
+    for _ in range(4096):  # a primary owning a third of the slots is hit within a few tries
+        key = probe_key()
+        if owner_node(client, key).name == name:
+            return key
+    return None
 
 
 def _check_version(client: redis.Redis, url: str) -> None:
@@ -337,9 +490,15 @@ def _check_version(client: redis.Redis, url: str) -> None:
 
 
 def _hello(client: redis.Redis) -> tuple[str, str]:
-    """(server name, version) from ``HELLO 2``, on a connection of its own that is closed
-    afterwards (redis-py's clients track the protocol a connection speaks; this one is not
-    handed back to them)."""
+    """(server name, version) from ``HELLO 2``."""
+    fields = _hello_fields(client)
+    return _as_text(fields.get("server", b"redis")).lower(), _as_text(fields.get("version", b"0"))
+
+
+def _hello_fields(client: redis.Redis) -> dict[str, object]:
+    """``HELLO 2``'s reply as a dict, on a connection of its own that is closed afterwards
+    (redis-py's clients track the protocol a connection speaks; this one is not handed back
+    to them)."""
     conn = client.connection_pool.make_connection()
     try:
         conn.connect()
@@ -349,8 +508,7 @@ def _hello(client: redis.Redis) -> tuple[str, str]:
         conn.disconnect()
     if isinstance(reply, (list, tuple)):
         reply = dict(zip(reply[::2], reply[1::2], strict=False))
-    fields = {_as_text(k): v for k, v in dict(reply).items()}
-    return _as_text(fields.get("server", b"redis")).lower(), _as_text(fields.get("version", b"0"))
+    return {_as_text(k): v for k, v in dict(reply).items()}
 
 
 def _version_tuple(version: str) -> tuple[int, ...]:
@@ -370,14 +528,19 @@ def _missing_flags(flags: str) -> str:
     return "".join(flag for flag in REQUIRED_FLAGS if flag not in flags)
 
 
-def _check_notifications(client: redis.Redis, url: str, job: str | None = None) -> None:
-    """Turn the needed notifications on if they are off, or explain how to."""
+def _check_notifications(client: redis.Redis, url: str, job: str | None = None,
+                         key: str | None = None, probe: bool = True) -> None:
+    """Turn the needed notifications on if they are off, or explain how to.
+
+    Without CONFIG, a probe (on `key`, default a fresh one) shows whether they arrive anyway;
+    `probe=False` (a cluster node outside the caller's job): nothing to refuse on.
+    """
     try:
         reply = client.config_get("notify-keyspace-events")
     except redis.ResponseError as exc:
         # CONFIG is disabled (managed Redis) or refused to this ACL user: see whether
         # notifications arrive anyway.
-        if not _notifications_arrive(client, url, job):
+        if probe and not _notifications_arrive(client, url, job, key):
             raise _notifications_off(url, None, f"CONFIG is not available ({exc})") from exc
         return
     flags = _as_text(next(iter(reply.values()), b""))
@@ -413,12 +576,13 @@ def probe_key(job: str | None = None) -> str:
     return keys.PROBE.format(token=token)
 
 
-def _notifications_arrive(client: redis.Redis, url: str, job: str | None = None) -> bool:
+def _notifications_arrive(client: redis.Redis, url: str, job: str | None = None,
+                          key: str | None = None) -> bool:
     """Probe: do an HSET and a DEL on a scratch key publish on its keyspace channel?
 
     A refusal by ACL (NOPERM) is not an answer: it is reported as such, with what to do.
     """
-    key = probe_key(job)
+    key = key or probe_key(job)
     channel = keyspace_channel(client, key)
     pubsub = client.pubsub()
     try:
@@ -471,11 +635,14 @@ def _as_text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
-def db_of(client: redis.Redis) -> int:
-    """The database number the client talks to (it names keyspace channels)."""
+def db_of(client: AnyRedis) -> int:
+    """The database number the client talks to (it names keyspace channels; a cluster has
+    only database 0)."""
+    if is_cluster(client):
+        return 0
     return int(client.connection_pool.connection_kwargs.get("db", 0) or 0)
 
 
-def keyspace_channel(client: redis.Redis, key: str) -> str:
+def keyspace_channel(client: AnyRedis, key: str) -> str:
     """The channel on which the server announces changes to `key` (``K`` notifications)."""
     return f"__keyspace@{db_of(client)}__:{key}"

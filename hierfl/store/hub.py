@@ -10,6 +10,11 @@ every change, re-reading anyway after its safety timeout.
 If the connection is lost, every waiter's next `wait` raises `redis.ConnectionError`, which is
 what a node's own subscription would do: the node reconnects and starts a fresh session, whose
 new waiter makes the hub connect again.
+
+On a Redis Cluster the hub holds one connection per primary that owns a watched key
+(`hierfl.store.shards.ShardedPubSub`), read by the same thread. Losing one of them breaks only
+the waiters of that shard's channels (`ShardLost`); their nodes reconnect and resubscribe on
+whichever primary owns the slot then. A waiter whose slot moved resubscribes before it waits.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ import redis
 from hierfl import keys
 from hierfl.errors import RedisUnavailable
 from hierfl.store.connection import keyspace_channel
+from hierfl.store.shards import AnyRedis, ShardedPubSub, ShardLost, open_pubsub
 from hierfl.store.waiter import CONFIRM_TIMEOUT, SAFETY_TIMEOUT, Waiter
 
 log = logging.getLogger(__name__)
@@ -44,7 +50,7 @@ class NotificationHub:
     Use as a context manager (or `start` / `close`). `waiter(keys)` makes a waiter on it.
     """
 
-    def __init__(self, client: redis.Redis) -> None:
+    def __init__(self, client: AnyRedis) -> None:
         self.client = client
         # Always subscribed (to the job registry's channel), so the connection never drops back
         # to the unsubscribed state in which redis-py would read health-check replies itself.
@@ -52,7 +58,7 @@ class NotificationHub:
         self._lock = threading.Condition()
         self._waiters: dict[str, set[SharedWaiter]] = {}
         self._confirmed: set[str] = set()
-        self._pubsub: redis.client.PubSub | None = None
+        self._pubsub: redis.client.PubSub | ShardedPubSub | None = None
         self._reader: threading.Thread | None = None
         self._lost: BaseException | None = None
         self._closed = False
@@ -87,7 +93,7 @@ class NotificationHub:
 
     def _connect(self) -> None:
         """Subscribe the anchor and every channel a live waiter watches, then start reading."""
-        pubsub = self.client.pubsub(ignore_subscribe_messages=False)
+        pubsub = open_pubsub(self.client, anchor=self.anchor)
         channels = [self.anchor, *self._waiters]
         pubsub.subscribe(*channels)
         pending, deadline = set(channels), time.monotonic() + CONFIRM_TIMEOUT
@@ -101,8 +107,10 @@ class NotificationHub:
             if message and message["type"] == "subscribe":
                 pending.discard(_text(message["channel"]))
         # Only the reader reads this connection, and only `_add`/`_remove` (under the lock)
-        # write to it: redis-py's periodic health check would be a second writer.
-        pubsub.connection.health_check_interval = 0
+        # write to it: redis-py's periodic health check would be a second writer. (A cluster's
+        # node connections have none.)
+        if not isinstance(pubsub, ShardedPubSub):
+            pubsub.connection.health_check_interval = 0
         self._pubsub, self._lost = pubsub, None
         self._confirmed = set(channels)
         self._reader = threading.Thread(target=self._read, args=(pubsub,),
@@ -124,36 +132,69 @@ class NotificationHub:
             for channel in waiter.channels:
                 self._waiters.setdefault(channel, set()).add(waiter)
             if new:
-                self._pubsub.subscribe(*new)
-            deadline = time.monotonic() + CONFIRM_TIMEOUT
-            while not self._confirmed.issuperset(waiter.channels):
-                if self._lost is not None:
-                    raise redis.ConnectionError(f"lost the notification connection: {self._lost}")
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    missing = sorted(set(waiter.channels) - self._confirmed)
-                    self._drop(RedisUnavailable("subscription not confirmed"))
-                    raise RedisUnavailable(f"the server did not confirm the subscription to "
-                                           f"{missing}")
-                self._lock.wait(left)
+                try:
+                    self._pubsub.subscribe(*new)
+                except BaseException:
+                    self._unregister(waiter)  # its channels were never heard: not kept
+                    raise
+            self._await_confirmed(waiter.channels)
+
+    def _await_confirmed(self, channels: list[str]) -> None:
+        """Until the server confirmed every one of `channels` (lock held)."""
+        deadline = time.monotonic() + CONFIRM_TIMEOUT
+        while not self._confirmed.issuperset(channels):
+            if self._lost is not None:
+                raise redis.ConnectionError(f"lost the notification connection: {self._lost}")
+            left = deadline - time.monotonic()
+            if left <= 0:
+                missing = sorted(set(channels) - self._confirmed)
+                self._drop(RedisUnavailable("subscription not confirmed"))
+                raise RedisUnavailable(f"the server did not confirm the subscription to "
+                                       f"{missing}")
+            self._lock.wait(left)
+
+    def _follow_moved_slots(self, waiter: SharedWaiter) -> bool:
+        """On a cluster: resubscribe `waiter`'s channels whose slot moved to another primary,
+        and wake every waiter on them (a change made meanwhile went unheard). True if any."""
+        pubsub = self._pubsub  # on a single server: never a lock taken here
+        if not isinstance(pubsub, ShardedPubSub) or not pubsub.moved(waiter.channels):
+            return False
+        with self._lock:
+            if self._pubsub is not pubsub or self._lost is not None:
+                return False
+            moved = [c for c in pubsub.moved(waiter.channels) if c in self._waiters]
+            if not moved:
+                return False
+            self._confirmed.difference_update(moved)
+            pubsub.move(moved)
+            self._await_confirmed(moved)
+            watchers = {w for c in moved for w in self._waiters.get(c, ())}
+        for other in watchers:
+            other.notify()
+        return True
 
     def _remove(self, waiter: SharedWaiter) -> None:
         with self._lock:
-            gone = []
-            for channel in waiter.channels:
-                watchers = self._waiters.get(channel)
-                if watchers is None:
-                    continue
-                watchers.discard(waiter)
-                if not watchers:
-                    del self._waiters[channel]
-                    self._confirmed.discard(channel)
-                    gone.append(channel)
+            gone = self._unregister(waiter)
             if gone and self._pubsub is not None and self._lost is None:
                 try:
                     self._pubsub.unsubscribe(*gone)
                 except LOST as exc:
                     log.debug("unsubscribe failed: %s", exc)  # the reader sees the loss too
+
+    def _unregister(self, waiter: SharedWaiter) -> list[str]:
+        """Forget `waiter` (lock held); the channels nobody watches any more."""
+        gone = []
+        for channel in waiter.channels:
+            watchers = self._waiters.get(channel)
+            if watchers is None:
+                continue
+            watchers.discard(waiter)
+            if not watchers:
+                del self._waiters[channel]
+                self._confirmed.discard(channel)
+                gone.append(channel)
+        return gone
 
     # -- the reader thread -----------------------------------------------------------------
 
@@ -164,6 +205,9 @@ class NotificationHub:
                     return
             try:
                 message = pubsub.get_message(timeout=READ_BLOCK)
+            except ShardLost as exc:  # one shard of a cluster: the others are read on
+                self._on_shard_lost(pubsub, exc)
+                continue
             except (*LOST, ValueError, AttributeError) as exc:  # closed under our feet, or lost
                 self._on_lost(pubsub, exc)
                 return
@@ -189,6 +233,21 @@ class NotificationHub:
             if not self._closed and self._pubsub is pubsub:
                 log.warning("lost the notification connection: %s", error)
                 self._drop(error)
+
+    def _on_shard_lost(self, pubsub: ShardedPubSub, error: ShardLost) -> None:
+        """Break the waiters of the lost shard's channels; they resubscribe when their nodes
+        start a fresh session (on the slot's owner then)."""
+        with self._lock:
+            if self._closed or self._pubsub is not pubsub:
+                return
+            log.warning("%s", error)
+            broken: set[SharedWaiter] = set()
+            for channel in error.channels:
+                broken.update(self._waiters.pop(channel, ()))
+                self._confirmed.discard(channel)
+        lost = redis.ConnectionError(str(error))
+        for waiter in broken:
+            waiter.break_with(lost)
 
     def _drop(self, error: BaseException) -> None:
         """Give up the connection (lock held): every waiter's next wait raises, and the next
@@ -241,6 +300,8 @@ class SharedWaiter(Waiter):
         sets it again and is never lost; a burst before it is one wake-up.
         """
         assert self._open, "use the waiter as a context manager"
+        if self._broken is None and self.hub._follow_moved_slots(self):
+            return True
         limit = self.safety_timeout if timeout is None else timeout
         woke = self._changed.wait(limit)
         self._changed.clear()

@@ -4,6 +4,10 @@ Order matters: subscribe, wait for the server's confirmation, and only then read
 a change made between the read and the wait still wakes us. Notifications are hints and the
 hash is the truth: the caller re-reads on every wake-up, and a bounded safety timeout covers a
 notification lost to a reconnect.
+
+On a Redis Cluster the subscription is made on the primary that owns each watched key
+(`hierfl.store.shards`), and a waiter whose key's slot has moved resubscribes on the new owner
+before it waits again, then has its caller re-read.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import redis
 
 from hierfl.errors import RedisUnavailable
 from hierfl.store.connection import keyspace_channel
+from hierfl.store.shards import AnyRedis, ShardedPubSub, open_pubsub
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -90,18 +95,22 @@ class KeyWaiter(Waiter):
     context manager."""
 
     def __init__(
-        self, client: redis.Redis, watched: list[str], safety_timeout: float = SAFETY_TIMEOUT
+        self, client: AnyRedis, watched: list[str], safety_timeout: float = SAFETY_TIMEOUT
     ) -> None:
         self.client = client
         self.channels = [keyspace_channel(client, key) for key in watched]
         self.safety_timeout = safety_timeout
-        self.pubsub: redis.client.PubSub | None = None
+        self.pubsub: redis.client.PubSub | ShardedPubSub | None = None
         self.wakeups = 0  # notifications received (for tests and benchmarks)
 
     def __enter__(self) -> KeyWaiter:
-        self.pubsub = self.client.pubsub(ignore_subscribe_messages=False)
-        self.pubsub.subscribe(*self.channels)
-        self._await_confirmations()
+        self.pubsub = open_pubsub(self.client)
+        try:
+            self.pubsub.subscribe(*self.channels)
+            self._await_confirmations(self.channels)
+        except BaseException:
+            self.close()
+            raise
         return self
 
     def close(self) -> None:
@@ -109,8 +118,8 @@ class KeyWaiter(Waiter):
             self.pubsub.close()
             self.pubsub = None
 
-    def _await_confirmations(self) -> None:
-        pending = set(self.channels)
+    def _await_confirmations(self, channels: list[str]) -> None:
+        pending = set(channels)
         deadline = time.monotonic() + CONFIRM_TIMEOUT
         while pending:
             left = deadline - time.monotonic()
@@ -127,6 +136,8 @@ class KeyWaiter(Waiter):
         Every notification already queued is consumed too, so one re-read covers a burst.
         """
         assert self.pubsub is not None, "use KeyWaiter as a context manager"
+        if self._follow_moved_slots():
+            return True
         limit = self.safety_timeout if timeout is None else timeout
         message = self.pubsub.get_message(timeout=limit)
         woke = bool(message and message["type"] == "message")
@@ -136,3 +147,16 @@ class KeyWaiter(Waiter):
         if woke:
             self.wakeups += 1
         return woke
+
+    def _follow_moved_slots(self) -> bool:
+        """On a cluster: resubscribe the channels whose slot moved to another primary (the
+        client learnt it from a MOVED reply to the caller's last read). True when it did: a
+        change made before the new subscription was confirmed went unheard, so re-read."""
+        if not isinstance(self.pubsub, ShardedPubSub):
+            return False
+        moved = self.pubsub.moved(self.channels)
+        if not moved:
+            return False
+        self.pubsub.move(moved)
+        self._await_confirmations(moved)
+        return True

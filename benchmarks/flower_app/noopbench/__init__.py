@@ -1,0 +1,1 @@
+"""No-op Flower App for benchmarks/versus_flower.py."""

@@ -1,0 +1,275 @@
+"""What coordination costs per round: a no-op job of 10, 100 and 1,000 clients at 1, 2, 3 levels.
+
+The job trains nothing (`local_epochs = 0`: a client submits the global model unchanged), so a
+round is nothing but coordination: every client's start_training and submit_params, every
+worker's start_aggregation, download, check, FedAvg and upload_aggregate, consensus at each
+level, the root's next generation, and each node woken by keyspace notifications. The model is
+an MLP of about 100,000 float32 parameters on the digits data (`--hidden`, or `--model
+package.module:factory`). Every node is a thread of this process, exactly as `hierfl simulate`
+runs them (`NodePool`, one `NotificationHub`, the same node code, scripts and server; node logs
+go to a file as simulate's do).
+
+Per configuration it reports, over the rounds after the first (round 1 is a warm-up: first
+downloads, first aggregation; setup before it is excluded too):
+
+- seconds per round, from the job's own event stream (`hierfl.report.round_timings`: the
+  root's `generation` event to its `consensus`, on the Redis server's clock), mean and p50;
+- script calls per round (EVALSHA calls in `INFO commandstats`) and those refused;
+- Redis CPU per round (`INFO cpu`, used_cpu_sys + used_cpu_user);
+- Redis `used_memory` at the end of the measured rounds, and its growth per round.
+
+A watcher in this process snapshots INFO when the root starts round 2 and when it starts the
+last round, so the INFO figures cover whole rounds (a few calls at either end land in the
+window or out of it alike). Targets: under 20 ms per round for 10 clients at two levels, and
+under 1 s for 1,000 clients at two levels.
+
+    python benchmarks/round_overhead.py [--clients 10,100,1000] [--levels 1,2,3] [--quick]
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from contextlib import suppress
+from dataclasses import dataclass
+from pathlib import Path
+
+import benchlib
+import redis
+
+from hierfl import keys
+from hierfl.cli.events import read_all
+from hierfl.cli.run import deploy_unique
+from hierfl.cli.simulate import EXIT_TIMEOUT, logging_to, tree_slots
+from hierfl.errors import HierflError
+from hierfl.jobtree import ClusterSpec
+from hierfl.lifecycle import cancel_job, delete_job
+from hierfl.node.claim import claim_slot
+from hierfl.node.pool import POOL_CONNECTIONS, NodePool
+from hierfl.report import round_timings
+from hierfl.sheet import JobSheet, parse_sheet
+from hierfl.store.connection import connect
+from hierfl.store.state import read_cluster
+from hierfl.store.waiter import KeyWaiter
+
+#: (sub-clusters per level, clients per leaf cluster) for each (clients, levels).
+SHAPES: dict[tuple[int, int], tuple[list[int], int]] = {
+    (10, 1): ([], 10), (10, 2): ([2], 5), (10, 3): ([2, 5], 1),
+    (100, 1): ([], 100), (100, 2): ([10], 10), (100, 3): ([5, 4], 5),
+    (1000, 1): ([], 1000), (1000, 2): ([10], 100), (1000, 3): ([10, 10], 10),
+}
+#: Rounds measured (after the warm-up round) per client count.
+MEASURED = {10: 20, 100: 8, 1000: 2}
+QUICK_MEASURED = {10: 8, 100: 3, 1000: 1}
+#: (clients, levels) -> seconds per round the issue asks for.
+TARGETS = {(10, 2): 0.020, (1000, 2): 1.0}
+JOB_TIMEOUT = 900.0
+
+
+def sheet_for(clients: int, levels: int, workers: int, rounds: int, model: str,
+              hidden: list[int]) -> JobSheet:
+    """A no-op job sheet of that shape, parsed and checked like a user's."""
+    sub, leaf = SHAPES[(clients, levels)]
+    client_list = [0] * len(sub) + [leaf]
+    model_lines = (f'name = "{model}"' if model != "mlp"
+                   else f'name = "mlp"\nhidden = {hidden}')
+    return parse_sheet(f"""
+[job]
+name = "ro-{clients}-{levels}"
+rounds = {rounds}
+seed = 0
+[topology]
+sub = {sub}
+clients = {client_list}
+workers = {workers}
+[model]
+{model_lines}
+[training]
+local_epochs = 0
+[data]
+dataset = "digits"
+partition = "iid"
+""", source=f"<round_overhead {clients}x{levels}>")
+
+
+@dataclass
+class Snapshot:
+    """What INFO says at one instant."""
+
+    calls: int
+    refused: int
+    cpu: float
+    memory: int
+
+    @classmethod
+    def take(cls, client: redis.Redis) -> Snapshot:
+        stats = benchlib.commandstats(client).get("evalsha", {})
+        return cls(int(stats.get("calls", 0)), int(stats.get("failed_calls", 0)),
+                   benchlib.redis_cpu(client), benchlib.used_memory(client))
+
+
+@dataclass
+class Result:
+    """One configuration's measurements; `row` is its line of the table."""
+
+    clients: int
+    levels: int
+    clusters: int
+    workers: int
+    measured: int
+    setup_s: float
+    spans: list[float]
+    first: Snapshot
+    last: Snapshot
+
+    def row(self) -> tuple:
+        per = self.measured
+        return (self.clients, self.levels, self.clusters, self.workers, per,
+                self.setup_s, sum(self.spans) / len(self.spans) * 1e3,
+                benchlib.median(self.spans) * 1e3, (self.last.calls - self.first.calls) / per,
+                (self.last.refused - self.first.refused) / per,
+                (self.last.cpu - self.first.cpu) / per * 1e3, self.last.memory / 1e6,
+                (self.last.memory - self.first.memory) / per / 1e3)
+
+
+class RoundWatcher:
+    """Follows the root: INFO snapshots at the starts of two rounds, and the event stream.
+
+    The stream is capped (`EVENTS_MAXLEN`), and a round of 1,000 clients writes thousands of
+    entries, so the watcher reads the new entries at every round instead of once at the end.
+    """
+
+    def __init__(self, client: redis.Redis, root: str, first: int, last: int) -> None:
+        self.client = client
+        self.root = root
+        self.wanted = (first, last)
+        self.snaps: dict[int, Snapshot] = {}
+        self.events: list[tuple[str, dict]] = []
+        self.round = -1
+
+    def collect(self) -> None:
+        after = self.events[-1][0] if self.events else "-"
+        self.events.extend(read_all(self.client, keys.events(self.root), after))
+
+    def follow(self, pool: NodePool) -> None:
+        """Until the job is finished; raises if a node failed or it took too long."""
+        deadline = time.monotonic() + JOB_TIMEOUT
+        with KeyWaiter(self.client, [keys.job(self.root)], safety_timeout=1.0) as waiter:
+            while True:
+                state = read_cluster(self.client, self.root)
+                if state.round in self.wanted and state.round not in self.snaps:
+                    self.snaps[state.round] = Snapshot.take(self.client)
+                if state.round != self.round or state.exited:
+                    self.round = state.round
+                    self.collect()
+                if state.exited:
+                    return
+                pool.check()
+                if time.monotonic() > deadline:
+                    raise HierflError(f"job {self.root} did not finish within "
+                                      f"{JOB_TIMEOUT:.0f} s")
+                waiter.wait()
+
+
+def run_job(url: str, sheet: JobSheet, log_dir: Path) -> tuple[list[ClusterSpec],
+                                                               RoundWatcher]:
+    """Deploy and run `sheet` with every node a thread; its tree and what was watched."""
+    client = connect(url, pool_size=POOL_CONNECTIONS)
+    job, tree = deploy_unique(client, sheet, None)
+    watcher = RoundWatcher(client, job.name, 2, job.rounds)
+    try:
+        watcher.collect()
+        with logging_to(log_dir / f"{job.name}.log"), NodePool(client, url) as pool:
+            for slot in tree_slots(tree):
+                pool.start(claim_slot(client, slot.role, cluster=slot.cluster, node=slot.node,
+                                      waiters=pool.hub.waiter))
+            watcher.follow(pool)
+            pool.wait(EXIT_TIMEOUT * max(1, len(tree) // 10))
+        return tree, watcher
+    except BaseException:
+        with suppress(HierflError, redis.RedisError):  # it may have ended already
+            cancel_job(client, job.name, "round_overhead benchmark stopped")
+        raise
+    finally:
+        delete_job(client, job.name, force=True)
+        client.close()
+
+
+def spans_and_setup(events: list[tuple[str, dict]], rounds: int) -> tuple[list[float], float]:
+    """Seconds of rounds 2 .. rounds-1 (the INFO window) and of the setup before round 1."""
+    timings = {t.round: t for t in round_timings(events) if t.complete}
+    missing = [r for r in range(1, rounds) if r not in timings]
+    if missing:
+        raise HierflError(f"rounds {missing} are not in the event stream")
+    deployed = next(int(i.split("-")[0]) for i, f in events if f.get("op") == "deploy")
+    return ([timings[r].span_s for r in range(2, rounds)],
+            (timings[1].start_ms - deployed) / 1000)
+
+
+def measure(url: str, clients: int, levels: int, workers: int, measured: int, model: str,
+            hidden: list[int], log_dir: Path) -> Result:
+    sheet = sheet_for(clients, levels, workers, measured + 2, model, hidden)
+    tree, watcher = run_job(url, sheet, log_dir)
+    spans, setup = spans_and_setup(watcher.events, sheet.rounds)
+    return Result(clients, levels, len(tree), sum(len(s.workers) for s in tree), measured,
+                  setup, spans, watcher.snaps[2], watcher.snaps[sheet.rounds])
+
+
+def parameter_count(model: str, hidden: list[int]) -> int:
+    from hierfl.learning.models import build_model
+    from hierfl.sheet import ModelConfig
+
+    config = ModelConfig(name=model, hidden=tuple(hidden))
+    return sum(p.numel() for p in build_model(config, 64, 10, 0).parameters())
+
+
+def verdicts(results: list[Result]) -> None:
+    for (clients, levels), target in TARGETS.items():
+        found = [r for r in results if (r.clients, r.levels) == (clients, levels)]
+        if not found:
+            print(f"{clients} clients at {levels} levels: not measured in this run")
+            continue
+        mean = sum(found[0].spans) / len(found[0].spans)
+        benchlib.verdict(f"{clients} clients at {levels} levels, s/round / {target:g} s",
+                         mean / target, 1.0, at_least=False)
+
+
+def main() -> None:
+    p = benchlib.parser(__doc__)
+    p.add_argument("--clients", default="10,100,1000")
+    p.add_argument("--levels", default="1,2,3")
+    p.add_argument("--workers", type=int, default=3, help="workers per cluster")
+    p.add_argument("--hidden", default="1333", help="MLP hidden widths (1333: 99,985 floats)")
+    p.add_argument("--model", default="mlp", help='"mlp" or "package.module:factory"')
+    p.add_argument("--rounds", type=int, default=0,
+                   help="rounds measured per configuration (0: 20, 8, 2 by client count)")
+    args = p.parse_args()
+    hidden = [int(h) for h in args.hidden.split(",")]
+    plan = [(c, lv) for c in map(int, args.clients.split(","))
+            for lv in map(int, args.levels.split(","))]
+    if args.quick:
+        plan = [(10, 1), (10, 2), (10, 3), (100, 2)]
+    rounds = QUICK_MEASURED if args.quick else MEASURED
+    results = []
+    log_dir = Path(tempfile.mkdtemp(prefix="hfl-bench-logs-"))
+    with benchlib.redis_url(args.redis) as url:
+        version = benchlib.server_version(connect(url))
+        for clients, levels in plan:
+            results.append(measure(url, clients, levels, args.workers,
+                                   args.rounds or rounds[clients], args.model, hidden, log_dir))
+            print(f"measured {clients} clients at {levels} levels: "
+                  f"{results[-1].row()[6]:.1f} ms/round", flush=True)
+    print(f"\nno-op rounds, {parameter_count(args.model, hidden):,}-parameter model, "
+          f"{args.workers} workers per cluster, every node a thread of one process; "
+          f"redis-server {version}; node logs in {log_dir}")
+    print(benchlib.table(HEADERS, [r.row() for r in results]))
+    verdicts(results)
+
+
+HEADERS = ["clients", "levels", "clusters", "workers", "rounds", "setup s", "ms/round",
+           "p50 ms/round", "script calls/round", "refused/round", "Redis CPU ms/round",
+           "used_memory MB", "memory growth kB/round"]
+
+
+if __name__ == "__main__":
+    main()

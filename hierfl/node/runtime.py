@@ -29,6 +29,7 @@ from dataclasses import dataclass
 import numpy as np
 import redis
 from redis.backoff import NoBackoff
+from redis.exceptions import ClusterDownError, SlotNotCoveredError
 from redis.retry import Retry
 
 from hierfl import keys
@@ -49,6 +50,14 @@ from hierfl.sheet import JobSheet
 from hierfl.store.blobs import BlobStore
 from hierfl.store.connection import check_server, url_for_display
 from hierfl.store.scripts import Scripts
+from hierfl.store.shards import (
+    CLUSTER_LOST,
+    AnyRedis,
+    cluster_retry,
+    drop_idle_connections,
+    is_cluster,
+    ping_owner,
+)
 from hierfl.store.state import ClusterState, read_cluster
 from hierfl.store.waiter import SAFETY_TIMEOUT, KeyWaiter, Waiter, WaiterFactory
 
@@ -60,8 +69,12 @@ RECONNECT_MAX_DELAY = 5.0
 RECONNECT_TIMEOUT = 120.0
 #: What "the connection is gone" looks like (a refused call is a ScriptError, never one of
 #: these). BusyLoadingError, a server still loading its append-only file, is a ConnectionError.
-#: RedisUnavailable: the waiter's subscription was not confirmed in time.
-CONNECTION_LOST = (redis.ConnectionError, redis.TimeoutError, RedisUnavailable)
+#: RedisUnavailable: the waiter's subscription was not confirmed in time. On a Redis Cluster
+#: also a shard that is down or a slot no primary serves yet (in the middle of a failover).
+CONNECTION_LOST = (redis.ConnectionError, redis.TimeoutError, RedisUnavailable,
+                   ClusterDownError, SlotNotCoveredError)
+#: What a reconnection attempt may meet before the server (or the cluster) answers again.
+NOT_BACK_YET = (redis.ConnectionError, redis.TimeoutError, *CLUSTER_LOST)
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
@@ -125,7 +138,7 @@ class NodeRuntime:
 
     def __init__(
         self,
-        client: redis.Redis,
+        client: AnyRedis,
         slot: Slot,
         safety_timeout: float = SAFETY_TIMEOUT,
         url: str | None = None,
@@ -138,8 +151,11 @@ class NodeRuntime:
         # redis-py's own silent retries (which would re-subscribe behind the waiter's back) are
         # off for this node's client. (A client shared by many nodes comes without them from
         # `connect(pool_size=...)`: redis-py cannot change a BlockingConnectionPool's retries.)
-        retry = client.get_retry()
-        if retry is None or retry.get_retries() > 0:
+        # A Redis Cluster client keeps a few retries without backoff, the ones that follow a
+        # slot's redirect inside MULTI/EXEC; a shard that does not answer still ends up here.
+        if is_cluster(client):
+            client.set_retry(cluster_retry())
+        elif (retry := client.get_retry()) is None or retry.get_retries() > 0:
             client.set_retry(Retry(NoBackoff(), 0))
         self.client = client
         self.slot = slot
@@ -207,11 +223,11 @@ class NodeRuntime:
             attempts += 1
             # Drop the idle (maybe dead) sockets, not those other nodes of this process are
             # using: they find out for themselves. A failed command already closed its own.
-            self.client.connection_pool.disconnect(inuse_connections=False)
+            drop_idle_connections(self.client)
             try:
                 self._probe()
                 break
-            except (redis.ConnectionError, redis.TimeoutError) as exc:
+            except NOT_BACK_YET as exc:
                 error = exc
             left = self.reconnect_timeout - (time.monotonic() - started)
             if left <= 0:
@@ -229,17 +245,24 @@ class NodeRuntime:
 
     def _probe(self) -> None:
         """PING, then re-check the server: one that restarted may have lost a runtime
-        `CONFIG SET notify-keyspace-events` (check_server turns it back on or says how)."""
-        self.client.ping()
+        `CONFIG SET notify-keyspace-events` (check_server turns it back on or says how).
+
+        On a Redis Cluster the topology is read again first and the PING goes to the primary
+        that owns this node's job now (a failover may have promoted a replica); the fresh
+        session's waiter then subscribes there.
+        """
+        job_key = keys.job(self.slot.cluster)
+        ping_owner(self.client, job_key)
         try:
-            check_server(self.client, self.url)
+            check_server(self.client, self.url, key=job_key)
         except RedisUnavailable as exc:
-            if isinstance(exc.__cause__, (redis.ConnectionError, redis.TimeoutError)):
+            if isinstance(exc.__cause__, NOT_BACK_YET):
                 raise exc.__cause__ from None  # gone again: keep backing off
             raise
 
     def read(self) -> ClusterState:
-        state = read_cluster(self.client, self.slot.cluster)
+        state = read_cluster(self.client, self.slot.cluster,
+                             member=(self.slot.role.value, self.slot.node))
         if state is None:
             raise HierflError(
                 f"{self.slot}: cluster {self.slot.cluster} no longer exists (was the job deleted?)"
@@ -380,8 +403,11 @@ def _phase(state: ClusterState) -> tuple[int, int, int | None]:
     return (state.generation, state.process_stage, state.deadline_ms)
 
 
-def _url_of(client: redis.Redis) -> str:
+def _url_of(client: AnyRedis) -> str:
     """A URL naming the server `client` talks to, for messages (when none was given)."""
+    if is_cluster(client):
+        node = client.get_default_node()
+        return f"redis://{node.host}:{node.port}"
     kwargs = client.connection_pool.connection_kwargs
     if path := kwargs.get("path"):
         return f"unix://{path}"

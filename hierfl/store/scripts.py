@@ -7,6 +7,7 @@ NOSCRIPT reply (a restarted or flushed server). A script's refusal comes back as
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Sequence
 
@@ -22,12 +23,20 @@ def _text(value: object) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
+@functools.cache
+def _sources() -> dict[str, str]:
+    """Every script's assembled source, read once per process: a thousand nodes in one process
+    (`hierfl simulate`) each make a `Scripts`."""
+    return {name: load_script(name) for name in script_names()}
+
+
 class Scripts:
     """The Lua layer as Python methods, bound to one Redis client."""
 
     def __init__(self, client: redis.Redis) -> None:
         self.client = client
-        self._scripts = {name: client.register_script(load_script(name)) for name in script_names()}
+        self._scripts = {name: client.register_script(source)
+                         for name, source in _sources().items()}
 
     def _call(self, name: str, keys_: Sequence[str], args: Sequence[object]) -> object:
         try:

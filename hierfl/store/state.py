@@ -1,7 +1,8 @@
 """Reading job state: one cluster in one round trip, or a whole tree level by level.
 
 Readers never write. `ClusterState` is a frozen snapshot; `JobStatus.to_json` is the shape
-`hierfl status --json` prints.
+`hierfl status --json` prints. Every key read together belongs to one job tree, so to one slot
+of a Redis Cluster (the `{ROOT}` hash tag); only the registry, `hierfl:jobs`, is read alone.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import redis
 from hierfl import keys
 from hierfl.errors import BadInput
 from hierfl.protocol import FLAG_UP, Field, NodeStatus, Outcome, ProcessStage
+from hierfl.store.shards import AnyRedis, is_cluster, owner
 
 
 def _s(value: bytes | str | None) -> str:
@@ -28,6 +30,9 @@ def _decode_map(raw: dict) -> dict[str, str]:
 
 @dataclass(frozen=True)
 class ClusterState:
+    """A cluster's hash with its members (all of them, or only the reader's own: see
+    `read_cluster`) and who has uploaded in the current generation."""
+
     name: str
     fields: dict[str, str]
     clients: dict[str, int]
@@ -147,15 +152,29 @@ class ClusterState:
         }
 
 
-def _queue_cluster(pipe: redis.client.Pipeline, cluster: str) -> None:
+#: A member's own view of its cluster: (role, node id). See `read_cluster`.
+Member = tuple[str, str]
+
+
+def _queue_cluster(pipe: redis.client.Pipeline, cluster: str, member: Member | None = None
+                   ) -> None:
     pipe.hgetall(keys.job(cluster))
-    pipe.hgetall(keys.clients(cluster))
-    pipe.hgetall(keys.workers(cluster))
-    pipe.hkeys(keys.submissions(cluster))
-    pipe.hkeys(keys.aggregates(cluster))
+    if member is None:
+        pipe.hgetall(keys.clients(cluster))
+        pipe.hgetall(keys.workers(cluster))
+        pipe.hkeys(keys.submissions(cluster))
+        pipe.hkeys(keys.aggregates(cluster))
+        return
+    role, node = member
+    pipe.hget(keys.members(cluster, role), node)
+    pipe.hexists(keys.submissions(cluster), node)
+    pipe.hexists(keys.aggregates(cluster), node)
 
 
-def _cluster_from(cluster: str, replies: list) -> ClusterState | None:
+def _cluster_from(cluster: str, replies: list, member: Member | None = None
+                  ) -> ClusterState | None:
+    if member is not None:
+        return _member_view(cluster, replies, member)
     job, clients, workers, submitted, uploaded = replies
     if not job:
         return None
@@ -169,14 +188,52 @@ def _cluster_from(cluster: str, replies: list) -> ClusterState | None:
     )
 
 
-def read_cluster(client: redis.Redis, cluster: str) -> ClusterState | None:
+def _member_view(cluster: str, replies: list, member: Member) -> ClusterState | None:
+    job, status, submitted, uploaded = replies
+    if not job:
+        return None
+    role, node = member
+    own = {} if status is None else {node: int(status)}
+    return ClusterState(
+        name=cluster,
+        fields=_decode_map(job),
+        clients=own if role == "client" else {},
+        workers=own if role == "worker" else {},
+        submitted=frozenset([node] if submitted else []),
+        uploaded=frozenset([node] if uploaded else []),
+    )
+
+
+def read_cluster(client: AnyRedis, cluster: str, member: Member | None = None
+                 ) -> ClusterState | None:
     """One cluster's hash, members and this generation's uploads, with the server's clock,
-    in one round trip."""
+    in one round trip (two on a Redis Cluster, see `_read_sharded`).
+
+    With `member` (role, node id), only that member's status and uploads are read, as its
+    node needs: every member of a cluster re-reads on each change, so a full read each would
+    cost a cluster of n members n² entries per change.
+    """
+    if is_cluster(client):
+        return _read_sharded(client, cluster, member)
     pipe = client.pipeline(transaction=True)
-    _queue_cluster(pipe, cluster)
+    _queue_cluster(pipe, cluster, member)
     pipe.time()
     *replies, (seconds, micros) = pipe.execute()
-    state = _cluster_from(cluster, replies)
+    state = _cluster_from(cluster, replies, member)
+    if state is None:
+        return None
+    return replace(state, server_ms=seconds * 1000 + micros // 1000)
+
+
+def _read_sharded(client: AnyRedis, cluster: str, member: Member | None
+                  ) -> ClusterState | None:
+    """`read_cluster` on a Redis Cluster, whose MULTI/EXEC may hold only commands on keys of one
+    slot (no TIME). The clock is read first, from the shard that owns the tree (the one whose
+    scripts enforce its deadlines): a deadline then never looks due before it is there."""
+    seconds, micros = owner(client, keys.job(cluster)).time()
+    pipe = client.pipeline(transaction=True)
+    _queue_cluster(pipe, cluster, member)
+    state = _cluster_from(cluster, pipe.execute(), member)
     if state is None:
         return None
     return replace(state, server_ms=seconds * 1000 + micros // 1000)

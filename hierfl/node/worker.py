@@ -62,8 +62,10 @@ class WorkerNode(NodeRuntime):
     def _aggregate(self, state: ClusterState) -> None:
         gen = state.generation
         self._call("start_aggregation", self.scripts.start_aggregation, gen)
-        reference = self.global_params(state)
-        submissions = self._valid_submissions(reference, gen)
+        stored = self.blobs.get(state.global_digest)
+        reference = P.from_bytes(stored)
+        submissions = self._valid_submissions(reference, gen, state.global_digest,
+                                              self._size_limit(len(stored)))
         rule = self.sheet.aggregation
         result = aggregate(submissions, rule=rule.rule, trim=rule.trim)
         digest = self.publish(result, state)
@@ -71,7 +73,8 @@ class WorkerNode(NodeRuntime):
         self.log.info("generation %d: aggregated %d submissions (%s) into %s",
                       gen, len(submissions), rule.rule, digest[:12])
 
-    def _valid_submissions(self, reference: dict[str, np.ndarray], gen: int) -> list:
+    def _valid_submissions(self, reference: dict[str, np.ndarray], gen: int, global_digest: str,
+                           limit: int) -> list:
         """This generation's submissions that verify and match the global model's layout.
 
         Every worker applies the same checks in the same order, so honest workers still agree;
@@ -82,9 +85,10 @@ class WorkerNode(NodeRuntime):
         pipe.hgetall(keys.submissions(cluster))
         pipe.hgetall(keys.samples(cluster))
         digests, samples = pipe.execute()
-        limit = self._size_limit(reference)
         valid = []
-        verdicts: dict[str, P.Params | IntegrityError] = {}  # blobs never change: check once
+        # Blobs never change, so each digest is checked once; the global itself (a member that
+        # did not train submits it unchanged) was verified and decoded already.
+        verdicts: dict[str, P.Params | IntegrityError] = {global_digest: reference}
         for member in sorted(digests):
             name, digest = member.decode(), digests[member].decode()
             if digest not in verdicts:
@@ -113,12 +117,12 @@ class WorkerNode(NodeRuntime):
         P.check_like(params, reference)
         return params
 
-    def _size_limit(self, reference: dict[str, np.ndarray]) -> int:
+    def _size_limit(self, global_size: int) -> int:
         configured = self.sheet.aggregation.max_params_mb
         if configured > 0:
             return int(configured * 1_000_000)
         # A valid submission has exactly the global model's layout, hence about its size.
-        return 2 * len(P.to_bytes(reference)) + 4096
+        return 2 * global_size + 4096
 
     def _exclude(self, gen: int, member: str, reason: str) -> None:
         self.log.warning("generation %d: excluding %s's submission: %s", gen, member, reason)

@@ -70,3 +70,16 @@ def test_a_lost_connection_breaks_every_waiter_and_the_next_one_reconnects(r):
         with hub.waiter([keys.job("a")], 30.0) as again:  # a node's next session
             r.hset(keys.job("a"), "probe", 1)
             assert again.wait(timeout=5) is True
+
+
+def test_a_waiter_on_the_job_registry_leaves_the_hubs_anchor_subscribed(r):
+    # A node claiming a slot waits on hierfl:jobs, the channel that keeps the hub's connection
+    # subscribed; closing that waiter must not unsubscribe it.
+    with NotificationHub(r) as hub:
+        with hub.waiter([keys.JOBS]):
+            pass
+        time.sleep(0.1)  # an unsubscribe would have been processed by now
+        assert hub.anchor.encode() in r.pubsub_channels()
+        with hub.waiter([keys.job("demo")], 30.0) as waiter:
+            r.hset(keys.job("demo"), "probe", 1)
+            assert waiter.wait(timeout=5) is True

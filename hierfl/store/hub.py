@@ -192,8 +192,9 @@ class NotificationHub:
             watchers.discard(waiter)
             if not watchers:
                 del self._waiters[channel]
-                self._confirmed.discard(channel)
-                gone.append(channel)
+                if channel != self.anchor:  # subscribed for as long as the hub lives
+                    self._confirmed.discard(channel)
+                    gone.append(channel)
         return gone
 
     # -- the reader thread -----------------------------------------------------------------

@@ -52,6 +52,13 @@ def test_status_json_has_the_documented_shape(cli):
     assert data["clusters"]["demo"]["clients"] == {"demo#0": 0, "demo#1": 0}
 
 
+def test_status_text_names_stages_by_status(cli):
+    cli("init-job", "demo", "--sub", "2", "--clients", "2", "--workers", "1", "--rounds", "4")
+    text = " ".join(cli("status", "demo").output.split())
+    assert "demo#1 idle gen 0 epoch 0/1 clients deployed (c0:deployed c1:deployed)" in text
+    assert "workers deployed (w0:deployed)" in text
+
+
 def test_status_of_an_unknown_job_says_so(cli):
     result = cli("status", "ghost")
     assert result.exit_code == 1 and "job=ghost: no such job" in result.output

@@ -36,12 +36,17 @@ def _members(members: dict[str, int]) -> str:
     return " ".join(f"{k}:{NodeStatus(v).name.lower()}" for k, v in sorted(members.items()))
 
 
+def _stage(stage: int) -> str:
+    """A stage by its status name: a bare number would read like a count of members."""
+    return NodeStatus(stage).name.lower()
+
+
 def _line(c: ClusterState) -> str:
     stage = ProcessStage(c.process_stage).name.lower()
     epochs = f" epoch {c.epoch}/{c.cluster_epochs}" if c.parent else ""
     line = (f"[bold]{c.name}[/bold] {stage} gen {c.generation}{epochs}  "
-            f"clients {c.client_stage} [dim]({_members(c.clients)})[/dim]  "
-            f"workers {c.worker_stage} [dim]({_members(c.workers)})[/dim]")
+            f"clients {_stage(c.client_stage)} [dim]({_members(c.clients)})[/dim]  "
+            f"workers {_stage(c.worker_stage)} [dim]({_members(c.workers)})[/dim]")
     if (due := c.deadline_in()) is not None:
         line += f"  deadline in {due:.1f} s" if due > 0 else f"  deadline passed {-due:.1f} s ago"
     if c.dropped:

@@ -83,3 +83,31 @@ def test_a_waiter_on_the_job_registry_leaves_the_hubs_anchor_subscribed(r):
         with hub.waiter([keys.job("demo")], 30.0) as waiter:
             r.hset(keys.job("demo"), "probe", 1)
             assert waiter.wait(timeout=5) is True
+
+
+def test_shared_reads_read_the_cluster_hash_once_per_notification_and_own_entries_fresh(r):
+    from hierfl.protocol import NodeStatus
+    from hierfl.store.hub import SharedReads
+
+    d = Driver(r, sub=[], clients=[3], workers=[1])
+    d.setup()
+    gen = d.cluster("demo").generation
+    with NotificationHub(r) as hub, hub.waiter([keys.job("demo")], 30.0) as waiter:
+        reads = SharedReads(r, hub)
+        first = [reads.read("demo", ("client", c)) for c in ("c0", "c1", "c2")]
+        assert reads.reads == 1 and all(s.generation == gen for s in first)
+        # A member's own call changes its own entries, not the cluster hash (c1 and c2 are
+        # still at dataset_acked): no notification, the hash is reused, and the member sees
+        # its own new status all the same.
+        d.scripts.start_training("demo", "client", "c0", gen)
+        mine = reads.read("demo", ("client", "c0"))
+        assert mine.status_of("client", "c0") == NodeStatus.BUSY and reads.reads == 1
+        assert mine.fields["client_stage"] == str(int(NodeStatus.DATASET_ACKED))
+        for c in ("c1", "c2"):
+            d.scripts.start_training("demo", "client", c, gen)
+        assert waiter.wait(timeout=5) is True  # the client stage moved to busy: notified
+        assert reads.read("demo", ("client", "c1")).fields["client_stage"] == str(
+            int(NodeStatus.BUSY))
+        assert reads.reads == 2  # the notified change is read once ...
+        reads.read("demo", ("client", "c2"))
+        assert reads.reads == 2  # ... and shared

@@ -1,8 +1,9 @@
 """Many nodes in one process: a thread per node, one notification connection for all.
 
 The nodes are the same `ClientNode` and `WorkerNode` that `hierfl node` runs, calling the same
-scripts on the same server; only their waiters share a `NotificationHub`, and their Redis
-client shares one connection pool. `hierfl simulate` runs a whole tree this way and `hierfl
+scripts on the same server; only their waiters share a `NotificationHub`, their reads of a
+cluster after a notification share one snapshot (`SharedReads`), and their Redis client shares
+one connection pool. `hierfl simulate` runs a whole tree this way and `hierfl
 node --count N` runs N nodes of one role.
 """
 
@@ -21,7 +22,8 @@ from hierfl.node.client import ClientNode
 from hierfl.node.runtime import NodeRuntime, Slot
 from hierfl.node.worker import WorkerNode
 from hierfl.protocol import Role
-from hierfl.store.hub import NotificationHub
+from hierfl.store.hub import NotificationHub, SharedReads
+from hierfl.store.shards import is_cluster
 from hierfl.store.waiter import SAFETY_TIMEOUT
 
 log = logging.getLogger(__name__)
@@ -43,6 +45,8 @@ class NodePool:
         self.url = url
         self.safety_timeout = safety_timeout
         self.hub = NotificationHub(client)
+        # One read per notification for all the nodes of a cluster (single server only).
+        self.shared_reads = None if is_cluster(client) else SharedReads(client, self.hub)
         self.exit_codes: dict[Slot, int] = {}
         self.errors: dict[Slot, BaseException] = {}
         self._threads: dict[Slot, threading.Thread] = {}
@@ -57,7 +61,8 @@ class NodePool:
 
     def node(self, slot: Slot, data: Path | None = None) -> NodeRuntime:
         options = {"url": self.url, "safety_timeout": self.safety_timeout,
-                   "waiters": self.hub.waiter}
+                   "waiters": self.hub.waiter,
+                   "reader": self.shared_reads.read if self.shared_reads else None}
         if slot.role == Role.CLIENT:
             return ClientNode(self.client, slot, data=data, **options)
         return WorkerNode(self.client, slot, **options)

@@ -23,7 +23,7 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -58,7 +58,7 @@ from hierfl.store.shards import (
     is_cluster,
     ping_owner,
 )
-from hierfl.store.state import ClusterState, read_cluster
+from hierfl.store.state import ClusterState, Member, read_cluster
 from hierfl.store.waiter import SAFETY_TIMEOUT, KeyWaiter, Waiter, WaiterFactory
 
 #: Reconnecting after a lost connection: the first pause between attempts, doubling up to the
@@ -76,6 +76,8 @@ CONNECTION_LOST = (redis.ConnectionError, redis.TimeoutError, RedisUnavailable,
 #: What a reconnection attempt may meet before the server (or the cluster) answers again.
 NOT_BACK_YET = (redis.ConnectionError, redis.TimeoutError, *CLUSTER_LOST)
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+#: Reads a cluster for one of its members: (cluster, (role, node id)) -> state or None.
+ClusterReader = Callable[[str, Member], ClusterState | None]
 
 
 class NodeStopped(BaseException):
@@ -144,6 +146,7 @@ class NodeRuntime:
         url: str | None = None,
         reconnect_timeout: float = RECONNECT_TIMEOUT,
         waiters: WaiterFactory | None = None,
+        reader: ClusterReader | None = None,
     ) -> None:
         """`waiters` makes this node's waiters: by default a subscription of its own
         (`KeyWaiter`); many nodes in one process share one (`NotificationHub.waiter`)."""
@@ -166,6 +169,10 @@ class NodeRuntime:
         self.safety_timeout = safety_timeout
         self.waiters: WaiterFactory = waiters or (
             lambda watched, timeout: KeyWaiter(client, watched, timeout))
+        # How this node reads its cluster: its own entries only, or (many nodes in one process)
+        # a snapshot shared with the others (`hierfl.store.hub.SharedReads`).
+        self.reader: ClusterReader = reader or (
+            lambda cluster, member: read_cluster(client, cluster, member))
         self.machine = NodeMachine(slot.role)
         self.log = logging.getLogger(f"hierfl.node.{slot}")
         self.sheet: JobSheet | None = None
@@ -261,8 +268,7 @@ class NodeRuntime:
             raise
 
     def read(self) -> ClusterState:
-        state = read_cluster(self.client, self.slot.cluster,
-                             member=(self.slot.role.value, self.slot.node))
+        state = self.reader(self.slot.cluster, (self.slot.role.value, self.slot.node))
         if state is None:
             raise HierflError(
                 f"{self.slot}: cluster {self.slot.cluster} no longer exists (was the job deleted?)"

@@ -23,6 +23,7 @@ import contextlib
 import logging
 import threading
 import time
+from dataclasses import dataclass
 
 import redis
 
@@ -30,6 +31,7 @@ from hierfl import keys
 from hierfl.errors import RedisUnavailable
 from hierfl.store.connection import keyspace_channel
 from hierfl.store.shards import AnyRedis, ShardedPubSub, ShardLost, open_pubsub
+from hierfl.store.state import ClusterState, Member, read_member
 from hierfl.store.waiter import CONFIRM_TIMEOUT, SAFETY_TIMEOUT, Waiter
 
 log = logging.getLogger(__name__)
@@ -63,6 +65,10 @@ class NotificationHub:
         self._lost: BaseException | None = None
         self._closed = False
         self.notifications = 0  # messages handed on (for tests and benchmarks)
+        # Per channel, how many notifications arrived; the connection count starts a new series
+        # (notifications may have been missed while the connection was down).
+        self._versions: dict[str, int] = {}
+        self._connections = 0
 
     def __enter__(self) -> NotificationHub:
         return self.start()
@@ -84,6 +90,12 @@ class NotificationHub:
             pubsub.close()
         if reader is not None and reader is not threading.current_thread():
             reader.join(timeout=READ_BLOCK + 1)
+
+    def version(self, channel: str) -> tuple[int, int]:
+        """Changes notified on `channel` so far: equal versions mean no notification came
+        in between (on one connection; a reconnect starts a new series)."""
+        with self._lock:
+            return self._connections, self._versions.get(channel, 0)
 
     def waiter(self, watched: list[str], safety_timeout: float = SAFETY_TIMEOUT) -> SharedWaiter:
         """A waiter on `watched` keys; subscribed when entered (`with hub.waiter(...) as w`)."""
@@ -112,6 +124,7 @@ class NotificationHub:
         if not isinstance(pubsub, ShardedPubSub):
             pubsub.connection.health_check_interval = 0
         self._pubsub, self._lost = pubsub, None
+        self._connections += 1
         self._confirmed = set(channels)
         self._reader = threading.Thread(target=self._read, args=(pubsub,),
                                         name="hierfl-notifications", daemon=True)
@@ -221,6 +234,7 @@ class NotificationHub:
             with self._lock:
                 watchers = list(self._waiters.get(channel, ()))
                 self.notifications += 1
+                self._versions[channel] = self._versions.get(channel, 0) + 1
             for waiter in watchers:
                 waiter.notify()
         elif kind == "subscribe":
@@ -311,3 +325,53 @@ class SharedWaiter(Waiter):
         if woke:
             self.wakeups += 1
         return woke
+
+
+#: How old a shared snapshot may be and still be handed out; older, it is read afresh, so a
+#: waiter's safety re-read (after SAFETY_TIMEOUT without a notification) always reaches Redis.
+SNAPSHOT_MAX_AGE = 1.0
+
+
+@dataclass(frozen=True)
+class _Snapshot:
+    version: tuple[int, int]
+    taken: float  # time.monotonic() just before the read
+    fields: dict  # the cluster hash as read (empty: no such cluster)
+
+
+class SharedReads:
+    """One read of a cluster's hash per notification, shared by the nodes of one process.
+
+    Every member of a cluster wakes on the same notification and would re-read the same hash;
+    here the first one reads it and the others, arriving before any further notification, reuse
+    it. A hash read at notification version v is as fresh as a read of each node's own: a
+    change after it bumps the version and wakes them again. Each node still reads its own
+    status and uploads itself (its own calls change those without notifying the hash). Single
+    server only: on a Redis Cluster a moved slot may resubscribe without a notification.
+    """
+
+    def __init__(self, client: AnyRedis, hub: NotificationHub) -> None:
+        self.client = client
+        self.hub = hub
+        self.reads = 0  # cluster-hash reads that reached Redis (for tests and benchmarks)
+        self._snapshots: dict[str, _Snapshot] = {}
+        self._locks: dict[str, threading.Lock] = {}
+        self._guard = threading.Lock()
+
+    def read(self, cluster: str, member: Member) -> ClusterState | None:
+        fields = self._cluster_hash(cluster)
+        return read_member(self.client, cluster, member, fields) if fields else None
+
+    def _cluster_hash(self, cluster: str) -> dict:
+        with self._guard:
+            lock = self._locks.setdefault(cluster, threading.Lock())
+        with lock:  # one reader at a time per cluster: the others wait for its snapshot
+            version = self.hub.version(keyspace_channel(self.client, keys.job(cluster)))
+            now = time.monotonic()
+            hit = self._snapshots.get(cluster)
+            if hit is not None and hit.version == version and now - hit.taken < SNAPSHOT_MAX_AGE:
+                return hit.fields
+            fields = self.client.hgetall(keys.job(cluster))
+            self._snapshots[cluster] = _Snapshot(version, now, fields)
+            self.reads += 1
+            return fields

@@ -225,6 +225,21 @@ def read_cluster(client: AnyRedis, cluster: str, member: Member | None = None
     return replace(state, server_ms=seconds * 1000 + micros // 1000)
 
 
+def read_member(client: AnyRedis, cluster: str, member: Member, job_fields: dict
+                ) -> ClusterState:
+    """A member's view built on a cluster hash read earlier (`job_fields`, as HGETALL returns
+    it): only the member's own entries and the server's clock are read now."""
+    role, node = member
+    pipe = client.pipeline(transaction=False)
+    pipe.hget(keys.members(cluster, role), node)
+    pipe.hexists(keys.submissions(cluster), node)
+    pipe.hexists(keys.aggregates(cluster), node)
+    pipe.time()
+    *own, (seconds, micros) = pipe.execute()
+    state = _member_view(cluster, [job_fields, *own], member)
+    return replace(state, server_ms=seconds * 1000 + micros // 1000)
+
+
 def _read_sharded(client: AnyRedis, cluster: str, member: Member | None
                   ) -> ClusterState | None:
     """`read_cluster` on a Redis Cluster, whose MULTI/EXEC may hold only commands on keys of one

@@ -79,9 +79,7 @@ def run(
                                 timeout)
         finally:
             stop_nodes(procs)
-    report(status, as_json, quiet)
-    if status.to_json()["outcome"] != "completed":
-        raise typer.Exit(1)
+    conclude(status, as_json, quiet)
 
 
 def load_run_sheet(sheet: Path, rounds: int | None, timeout: float | None) -> JobSheet:
@@ -273,6 +271,13 @@ def stop_nodes(procs: dict[str, subprocess.Popen]) -> None:
             proc.wait(timeout=10)
         except subprocess.TimeoutExpired:
             proc.kill()
+
+
+def conclude(status: JobStatus, as_json: bool, quiet: bool) -> None:
+    """Print the result; exit 1 unless the job completed."""
+    report(status, as_json, quiet)
+    if status.to_json()["outcome"] != "completed":
+        raise typer.Exit(1)
 
 
 def report(status: JobStatus, as_json: bool, quiet: bool) -> None:

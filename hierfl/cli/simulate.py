@@ -12,8 +12,6 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-import typer
-
 from hierfl.cli.common import RedisOption, open_redis, out, reports_errors
 from hierfl.cli.run import (
     JsonOption,
@@ -25,12 +23,12 @@ from hierfl.cli.run import (
     SheetArgument,
     TimeoutOption,
     cancelled_unless_finished,
+    conclude,
     deploy_unique,
     follow,
     load_run_sheet,
     make_log_dir,
     node_count,
-    report,
 )
 from hierfl.jobtree import ClusterSpec
 from hierfl.node.claim import claim_slot
@@ -69,9 +67,7 @@ def simulate(
             with RoundProgress(out, job.rounds, enabled=not (quiet or as_json)) as progress:
                 status = follow(client, job.name, pool.check, progress, timeout)
             pool.wait(EXIT_TIMEOUT)
-    report(status, as_json, quiet)
-    if status.to_json()["outcome"] != "completed":
-        raise typer.Exit(1)
+    conclude(status, as_json, quiet)
 
 
 def tree_slots(tree: list[ClusterSpec]) -> list[Slot]:

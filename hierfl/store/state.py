@@ -165,6 +165,11 @@ def _queue_cluster(pipe: redis.client.Pipeline, cluster: str, member: Member | N
         pipe.hkeys(keys.submissions(cluster))
         pipe.hkeys(keys.aggregates(cluster))
         return
+    _queue_own(pipe, cluster, member)
+
+
+def _queue_own(pipe: redis.client.Pipeline, cluster: str, member: Member) -> None:
+    """A member's own status and whether it uploaded in this generation."""
     role, node = member
     pipe.hget(keys.members(cluster, role), node)
     pipe.hexists(keys.submissions(cluster), node)
@@ -229,11 +234,8 @@ def read_member(client: AnyRedis, cluster: str, member: Member, job_fields: dict
                 ) -> ClusterState:
     """A member's view built on a cluster hash read earlier (`job_fields`, as HGETALL returns
     it): only the member's own entries and the server's clock are read now."""
-    role, node = member
     pipe = client.pipeline(transaction=False)
-    pipe.hget(keys.members(cluster, role), node)
-    pipe.hexists(keys.submissions(cluster), node)
-    pipe.hexists(keys.aggregates(cluster), node)
+    _queue_own(pipe, cluster, member)
     pipe.time()
     *own, (seconds, micros) = pipe.execute()
     state = _member_view(cluster, [job_fields, *own], member)

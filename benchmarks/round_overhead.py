@@ -12,8 +12,8 @@ go to a file as simulate's do).
 Per configuration it reports, over the rounds after the first (round 1 is a warm-up: first
 downloads, first aggregation; setup before it is excluded too):
 
-- seconds per round, from the job's own event stream (`hierfl.report.round_timings`: the
-  root's `generation` event to its `consensus`, on the Redis server's clock), mean and p50;
+- seconds per round, from the start of a round to the start of the next (on the Redis server's
+  clock, read with the root's hash on its notifications), mean and p50;
 - script calls per round (EVALSHA calls in `INFO commandstats`) and those refused;
 - Redis CPU per round (`INFO cpu`, used_cpu_sys + used_cpu_user);
 - Redis `used_memory` at the end of the measured rounds, and its growth per round.
@@ -38,7 +38,6 @@ import benchlib
 import redis
 
 from hierfl import keys
-from hierfl.cli.events import read_all
 from hierfl.cli.run import deploy_unique
 from hierfl.cli.simulate import EXIT_TIMEOUT, logging_to, tree_slots
 from hierfl.errors import HierflError
@@ -46,7 +45,7 @@ from hierfl.jobtree import ClusterSpec
 from hierfl.lifecycle import cancel_job, delete_job
 from hierfl.node.claim import claim_slot
 from hierfl.node.pool import POOL_CONNECTIONS, NodePool
-from hierfl.report import round_timings
+from hierfl.protocol import ProcessStage
 from hierfl.sheet import JobSheet, parse_sheet
 from hierfl.store.connection import connect
 from hierfl.store.state import read_cluster
@@ -133,10 +132,12 @@ class Result:
 
 
 class RoundWatcher:
-    """Follows the root: INFO snapshots at the starts of two rounds, and the event stream.
+    """Follows the root's hash: when each round starts and when the job finished (the server's
+    clock at the read that first saw it), and INFO snapshots at the starts of two rounds.
 
-    The stream is capped (`EVENTS_MAXLEN`), and a round of 1,000 clients writes thousands of
-    entries, so the watcher reads the new entries at every round instead of once at the end.
+    It reads only the root's hash, on its notifications: reading the event stream while the job
+    runs (thousands of entries a round at 1,000 clients) would take the GIL from the nodes it
+    measures.
     """
 
     def __init__(self, client: redis.Redis, root: str, first: int, last: int) -> None:
@@ -144,24 +145,24 @@ class RoundWatcher:
         self.root = root
         self.wanted = (first, last)
         self.snaps: dict[int, Snapshot] = {}
-        self.events: list[tuple[str, dict]] = []
-        self.round = -1
-
-    def collect(self) -> None:
-        after = self.events[-1][0] if self.events else "-"
-        self.events.extend(read_all(self.client, keys.events(self.root), after))
+        self.started_ms: dict[int, int] = {}  # round -> server ms when first seen running
+        self.deployed_ms = 0
+        self.finished_ms = 0
 
     def follow(self, pool: NodePool) -> None:
         """Until the job is finished; raises if a node failed or it took too long."""
         deadline = time.monotonic() + JOB_TIMEOUT
-        with KeyWaiter(self.client, [keys.job(self.root)], safety_timeout=1.0) as waiter:
+        watched = [keys.job(self.root), keys.stages(self.root)]  # stages: every node exited
+        with KeyWaiter(self.client, watched, safety_timeout=1.0) as waiter:
             while True:
                 state = read_cluster(self.client, self.root)
+                self.deployed_ms = self.deployed_ms or state.server_ms
                 if state.round in self.wanted and state.round not in self.snaps:
                     self.snaps[state.round] = Snapshot.take(self.client)
-                if state.round != self.round or state.exited:
-                    self.round = state.round
-                    self.collect()
+                if state.round and state.process_stage != ProcessStage.FINISHED:
+                    self.started_ms.setdefault(state.round, state.server_ms)
+                elif state.process_stage == ProcessStage.FINISHED and not self.finished_ms:
+                    self.finished_ms = state.server_ms
                 if state.exited:
                     return
                 pool.check()
@@ -169,6 +170,16 @@ class RoundWatcher:
                     raise HierflError(f"job {self.root} did not finish within "
                                       f"{JOB_TIMEOUT:.0f} s")
                 waiter.wait()
+
+    def spans_and_setup(self, rounds: int) -> tuple[list[float], float]:
+        """Seconds of rounds 2 .. rounds-1 (the INFO window: each from its start to the next
+        round's) and of the setup from deployment to round 1."""
+        starts = {**self.started_ms, rounds + 1: self.finished_ms}
+        missing = [r for r in range(1, rounds + 1) if not starts.get(r)]
+        if missing:
+            raise HierflError(f"the start of rounds {missing} was not seen")
+        return ([(starts[r + 1] - starts[r]) / 1000 for r in range(2, rounds)],
+                (starts[1] - self.deployed_ms) / 1000)
 
 
 def run_job(url: str, sheet: JobSheet, log_dir: Path) -> tuple[list[ClusterSpec],
@@ -178,7 +189,6 @@ def run_job(url: str, sheet: JobSheet, log_dir: Path) -> tuple[list[ClusterSpec]
     job, tree = deploy_unique(client, sheet, None)
     watcher = RoundWatcher(client, job.name, 2, job.rounds)
     try:
-        watcher.collect()
         with logging_to(log_dir / f"{job.name}.log"), NodePool(client, url) as pool:
             for slot in tree_slots(tree):
                 pool.start(claim_slot(client, slot.role, cluster=slot.cluster, node=slot.node,
@@ -195,22 +205,11 @@ def run_job(url: str, sheet: JobSheet, log_dir: Path) -> tuple[list[ClusterSpec]
         client.close()
 
 
-def spans_and_setup(events: list[tuple[str, dict]], rounds: int) -> tuple[list[float], float]:
-    """Seconds of rounds 2 .. rounds-1 (the INFO window) and of the setup before round 1."""
-    timings = {t.round: t for t in round_timings(events) if t.complete}
-    missing = [r for r in range(1, rounds) if r not in timings]
-    if missing:
-        raise HierflError(f"rounds {missing} are not in the event stream")
-    deployed = next(int(i.split("-")[0]) for i, f in events if f.get("op") == "deploy")
-    return ([timings[r].span_s for r in range(2, rounds)],
-            (timings[1].start_ms - deployed) / 1000)
-
-
 def measure(url: str, clients: int, levels: int, workers: int, measured: int, model: str,
             hidden: list[int], log_dir: Path) -> Result:
     sheet = sheet_for(clients, levels, workers, measured + 2, model, hidden)
     tree, watcher = run_job(url, sheet, log_dir)
-    spans, setup = spans_and_setup(watcher.events, sheet.rounds)
+    spans, setup = watcher.spans_and_setup(sheet.rounds)
     return Result(clients, levels, len(tree), sum(len(s.workers) for s in tree), measured,
                   setup, spans, watcher.snaps[2], watcher.snaps[sheet.rounds])
 

@@ -12,7 +12,10 @@ PREFIX = "hierfl"
 #: Key templates: ``{root}`` is the root job's name, ``{cluster}`` a cluster job's name.
 #: Per-tree keys are named ``hierfl:{ROOT}:<kind>[:<cluster>]``.
 TEMPLATES: dict[str, str] = {
-    "job": "hierfl:{{{root}}}:job:{cluster}",  # cluster hash: stages, flags, generation ...
+    "job": "hierfl:{{{root}}}:job:{cluster}",  # cluster hash: flags, process stage, generation ...
+    # client_stage, worker_stage, updated_at: they move whenever a member does, so they live
+    # apart from the cluster hash that every member waits on (a change there wakes them all).
+    "stages": "hierfl:{{{root}}}:stages:{cluster}",
     "clients": "hierfl:{{{root}}}:clients:{cluster}",  # member id -> status
     "workers": "hierfl:{{{root}}}:workers:{cluster}",  # worker id -> status
     "submissions": "hierfl:{{{root}}}:submissions:{cluster}",  # member id -> params digest
@@ -45,6 +48,10 @@ def root_of(cluster: str) -> str:
 
 def job(cluster: str) -> str:
     return TEMPLATES["job"].format(root=root_of(cluster), cluster=cluster)
+
+
+def stages(cluster: str) -> str:
+    return TEMPLATES["stages"].format(root=root_of(cluster), cluster=cluster)
 
 
 def clients(cluster: str) -> str:

@@ -61,7 +61,8 @@ class ErrorCode(str, Enum):
 
 
 class Field(str, Enum):
-    """Fields of a cluster hash (`hierfl:{ROOT}:job:CLUSTER`)."""
+    """Fields of a cluster hash (`hierfl:{ROOT}:job:CLUSTER`), and the three of its stages hash
+    (`STAGE_FIELDS`, in `hierfl:{ROOT}:stages:CLUSTER`)."""
 
     NAME = "name"
     ROOT = "root"
@@ -98,6 +99,11 @@ class Field(str, Enum):
     CREATED_AT = "created_at"
     UPDATED_AT = "updated_at"
 
+
+#: The fields of a cluster's stages hash, not its cluster hash: the lowest status of its clients
+#: and of its workers, and when either last moved. They change whenever a member moves, and no
+#: node acts on them, so they are kept out of the hash every member of the cluster waits on.
+STAGE_FIELDS = (Field.CLIENT_STAGE, Field.WORKER_STAGE, Field.UPDATED_AT)
 
 #: Flag fields are "0" or "1".
 FLAG_DOWN, FLAG_UP = 0, 1

@@ -471,7 +471,6 @@ class JobModel:
             Field.LEVEL: c.level, Field.CHILDREN: ",".join(c.children),
             Field.N_CLIENTS: len(c.clients), Field.N_WORKERS: len(c.workers),
             Field.JOBSHEET_FLAG: c.jobsheet_flag, Field.DATASET_FLAG: c.dataset_flag,
-            Field.CLIENT_STAGE: c.client_stage, Field.WORKER_STAGE: c.worker_stage,
             Field.PROCESS_STAGE: c.process_stage, Field.GENERATION: c.generation,
             Field.ROUND: c.round, Field.ROUNDS: c.rounds, Field.EPOCH: c.epoch,
             Field.CLUSTER_EPOCHS: c.cluster_epochs, Field.GLOBAL: c.global_digest,
@@ -490,6 +489,11 @@ class JobModel:
             if self.candidate is not None:
                 fields[Field.CANDIDATE] = self.candidate
         return {f.value: str(int(v) if isinstance(v, int) else v) for f, v in fields.items()}
+
+    def stage_fields(self, c: ClusterModel) -> dict[str, str]:
+        """The cluster's stages hash (its timestamp aside), as strings."""
+        return {Field.CLIENT_STAGE.value: str(int(c.client_stage)),
+                Field.WORKER_STAGE.value: str(int(c.worker_stage))}
 
 
 def majority(digests: list[str], needed: int) -> str | None:

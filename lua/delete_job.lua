@@ -48,7 +48,8 @@ local function main()
   end
   local doomed = {}
   each_below(root, root, function(cluster)
-    for _, key in ipairs({ KEY.job(root, cluster), KEY.clients(root, cluster),
+    for _, key in ipairs({ KEY.job(root, cluster), KEY.stages(root, cluster),
+        KEY.clients(root, cluster),
         KEY.workers(root, cluster), KEY.submissions(root, cluster), KEY.samples(root, cluster),
         KEY.aggregates(root, cluster), KEY.excluded(root, cluster),
         KEY.shares(root, cluster) }) do

@@ -73,13 +73,14 @@ local function create_cluster(root, spec, rounds, now)
     F.LEVEL, spec.level, F.CHILDREN, table.concat(spec.children, ","),
     F.N_CLIENTS, #spec.clients + #spec.children, F.N_WORKERS, #spec.workers,
     F.JOBSHEET_FLAG, FLAG.UP, F.DATASET_FLAG, FLAG.DOWN,
-    F.CLIENT_STAGE, STATUS.DEPLOYED, F.WORKER_STAGE, STATUS.DEPLOYED,
     F.PROCESS_STAGE, STAGE.IDLE, F.GENERATION, 0, F.ROUND, 0, F.ROUNDS, rounds,
     F.EPOCH, 0, F.CLUSTER_EPOCHS, spec.cluster_epochs, F.GLOBAL, "", F.SAMPLES, 0,
     F.ROUND_TIMEOUT, round_timeout, F.MIN_CLIENTS, min_clients,
     F.AGGREGATION_TIMEOUT, aggregation_timeout, F.QUORUM, quorum, F.DEADLINE, "",
     F.ATTEMPT, 0, F.PARENT_GEN, 0, F.DROPPED, "", F.FAILURE, "",
-    F.CREATED_AT, now, F.UPDATED_AT, now)
+    F.CREATED_AT, now)
+  redis.call("HSET", KEY.stages(root, name), F.CLIENT_STAGE, STATUS.DEPLOYED,
+    F.WORKER_STAGE, STATUS.DEPLOYED, F.UPDATED_AT, now)
   for _, child in ipairs(spec.children) do
     redis.call("HSET", KEY.clients(root, name), child, STATUS.DEPLOYED)
   end

@@ -122,8 +122,8 @@ class Session:
         deadline = time.monotonic() + ACK_TIMEOUT
         clusters = {c for c, _, _ in self.nodes}
         # A member's ACK changes its members hash; the cluster hash only when a stage moves.
-        watched = [k for c in sorted(clusters) for k in (keys.job(c), keys.clients(c),
-                                                          keys.workers(c))]
+        watched = [k for c in sorted(clusters) for k in (keys.job(c), keys.stages(c),
+                                                          keys.clients(c), keys.workers(c))]
         with KeyWaiter(self.client, watched) as waiter:
             try:
                 return waiter.until(lambda: read_job(self.client, ROOT), self.others_acked,
@@ -273,17 +273,23 @@ def look_around(session: Session, doc: Doc) -> None:
 ## What is in Redis
 
 Every key of the job tree carries the hash tag `{{{ROOT}}}`, so one pattern finds them all
-(`SCAN` order is random, hence `sort`). `job:*` are the cluster hashes, `clients:*` and
-`workers:*` the members, `blob:*` content-addressed bytes (here the dataset shares and the test
+(`SCAN` order is random, hence `sort`). `job:*` are the cluster hashes, `stages:*` their
+stages, `clients:*` and `workers:*` the members, `blob:*` content-addressed bytes (here the
+dataset shares and the test
 split), `events` the stream of transitions, `free:*` / `claims` the node slots:
 """)
     doc.console(sorted_scan(session, keys.tree_pattern(ROOT)))
     doc.prose(f"""
-A cluster hash holds the flags and stages. Here `jobsheet_flag` is {FLAG_UP} (nodes may fetch
-the job sheet) but `dataset_flag` is still {FLAG_DOWN}; `worker_stage` {ACKED} says the worker
-ACKed, `client_stage` {DEPLOYED} says at least one client did not:
+A cluster hash holds the flags, the process stage and the generation. Here `jobsheet_flag` is
+{FLAG_UP} (nodes may fetch the job sheet) but `dataset_flag` is still {FLAG_DOWN}:
 """)
     doc.console(session.redis("HGETALL", keys.job(STUCK[0])))
+    doc.prose(f"""
+Its stages hash says why: `worker_stage` {ACKED} says the worker ACKed, `client_stage`
+{DEPLOYED} that at least one client did not. (Stages live apart from the cluster hash, which
+every member waits on: they move with almost every member's step, and no member acts on them.)
+""")
+    doc.console(session.redis("HGETALL", keys.stages(STUCK[0])))
     doc.prose(f"""
 The root's members hash: a sub-cluster is one client of its parent, with a status like any
 node's. `demo#0` is at {ACKED} (all of its members ACKed), `demo#1` still at {DEPLOYED}:
@@ -309,9 +315,9 @@ The same answer from Redis alone. The root is idle (`process_stage` {IDLE}) with
 flag down: the flag goes up only when every member of the tree has ACKed the job sheet, and
 the root's `client_stage` {DEPLOYED} says one of its members has not:
 """)
-    root_fields = ("process_stage", "jobsheet_flag", "dataset_flag", "client_stage",
-                   "worker_stage")
-    doc.console(session.redis("HMGET", keys.job(ROOT), *root_fields))
+    root_fields = ("process_stage", "jobsheet_flag", "dataset_flag")
+    doc.console(session.redis("HMGET", keys.job(ROOT), *root_fields),
+                session.redis("HMGET", keys.stages(ROOT), "client_stage", "worker_stage"))
     doc.prose(f"""
 That member is `demo#1` (status {DEPLOYED} in `clients:demo` above). Inside `demo#1`, the
 client at status {DEPLOYED} is `c1`:

@@ -86,7 +86,7 @@ def test_a_waiter_on_the_job_registry_leaves_the_hubs_anchor_subscribed(r):
 
 
 def test_shared_reads_read_the_cluster_hash_once_per_notification_and_own_entries_fresh(r):
-    from hierfl.protocol import NodeStatus
+    from hierfl.protocol import NodeStatus, ProcessStage
     from hierfl.store.hub import SharedReads
 
     d = Driver(r, sub=[], clients=[3], workers=[1])
@@ -96,18 +96,19 @@ def test_shared_reads_read_the_cluster_hash_once_per_notification_and_own_entrie
         reads = SharedReads(r, hub)
         first = [reads.read("demo", ("client", c)) for c in ("c0", "c1", "c2")]
         assert reads.reads == 1 and all(s.generation == gen for s in first)
-        # A member's own call changes its own entries, not the cluster hash (c1 and c2 are
-        # still at dataset_acked): no notification, the hash is reused, and the member sees
-        # its own new status all the same.
+        # A member's own call changes its own entries and the cluster's stages, not the
+        # cluster hash: no notification, no other member woken, the hash is reused, and the
+        # member sees its own new status all the same.
         d.scripts.start_training("demo", "client", "c0", gen)
         mine = reads.read("demo", ("client", "c0"))
         assert mine.status_of("client", "c0") == NodeStatus.BUSY and reads.reads == 1
-        assert mine.fields["client_stage"] == str(int(NodeStatus.DATASET_ACKED))
         for c in ("c1", "c2"):
             d.scripts.start_training("demo", "client", c, gen)
-        assert waiter.wait(timeout=5) is True  # the client stage moved to busy: notified
-        assert reads.read("demo", ("client", "c1")).fields["client_stage"] == str(
-            int(NodeStatus.BUSY))
+        assert d.cluster("demo").client_stage == NodeStatus.BUSY  # moved, in the stages hash
+        assert waiter.wait(timeout=0.5) is False
+        d.train_cluster("demo")  # every client submits: the cluster hash moves to aggregating
+        assert waiter.wait(timeout=5) is True
+        assert reads.read("demo", ("client", "c1")).process_stage == ProcessStage.AGGREGATING
         assert reads.reads == 2  # the notified change is read once ...
         reads.read("demo", ("client", "c2"))
         assert reads.reads == 2  # ... and shared

@@ -100,6 +100,7 @@ def model_state(model: JobModel) -> dict:
     state: dict = {}
     for c in model.clusters.values():
         state[keys.job(c.name)] = model.cluster_fields(c)
+        state[keys.stages(c.name)] = model.stage_fields(c)
         state[keys.clients(c.name)] = {k: str(int(v)) for k, v in c.clients.items()}
         state[keys.workers(c.name)] = {k: str(int(v)) for k, v in c.workers.items()}
         for key, values in ((keys.submissions(c.name), c.submissions),

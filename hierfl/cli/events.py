@@ -64,8 +64,10 @@ def read_last(client: redis.Redis, stream: str, count: int) -> list[Entry]:
 
 def root_done(client: redis.Redis, root: str) -> bool:
     """The root finished and every node exited (or the job is gone)."""
-    outcome, cs, ws = client.hmget(keys.job(root), Field.OUTCOME.value,
-                                   Field.CLIENT_STAGE.value, Field.WORKER_STAGE.value)
+    pipe = client.pipeline(transaction=True)
+    pipe.hget(keys.job(root), Field.OUTCOME.value)
+    pipe.hmget(keys.stages(root), Field.CLIENT_STAGE.value, Field.WORKER_STAGE.value)
+    outcome, (cs, ws) = pipe.execute()
     if outcome is None and cs is None:
         return True
     running = _text(outcome or b"") in ("", Outcome.RUNNING.value)

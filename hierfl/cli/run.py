@@ -240,7 +240,7 @@ def follow(client: redis.Redis, root: str, check: Callable[[], None],
     `check()` raises when the nodes can no longer finish the job (one of them failed).
     """
     started = time.monotonic()
-    watched = [keys.job(root), keys.metrics(root)]
+    watched = [keys.job(root), keys.stages(root), keys.metrics(root)]
     with KeyWaiter(client, watched, safety_timeout=SUPERVISE_EVERY) as waiter:
         while True:
             status = read_job(client, root)

@@ -46,9 +46,11 @@ class ClientNode(NodeRuntime):
             raise BadInput(f"{self.slot}: local data at {self.data_path} has {self.x.shape[1]} "
                            f"features, the job's model expects {features}")
 
+    def may_act_in(self, state: ClusterState) -> bool:
+        return state.process_stage == ProcessStage.TRAINING
+
     def has_work(self, state: ClusterState) -> bool:
-        return (state.process_stage == ProcessStage.TRAINING
-                and self.slot.node not in state.submitted)
+        return self.may_act_in(state) and self.slot.node not in state.submitted
 
     def work(self, state: ClusterState) -> None:
         gen = state.generation

@@ -76,8 +76,11 @@ CONNECTION_LOST = (redis.ConnectionError, redis.TimeoutError, RedisUnavailable,
 #: What a reconnection attempt may meet before the server (or the cluster) answers again.
 NOT_BACK_YET = (redis.ConnectionError, redis.TimeoutError, *CLUSTER_LOST)
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
-#: Reads a cluster for one of its members: (cluster, (role, node id)) -> state or None.
-ClusterReader = Callable[[str, Member], ClusterState | None]
+#: Reads a cluster for one of its members: (cluster, (role, node id), wants_own) -> state or
+#: None. `wants_own`, when given, may spare the read of the member's own entries (see
+#: `hierfl.store.state.read_member`); a reader may also always read them.
+ClusterReader = Callable[[str, Member, Callable[[ClusterState], bool] | None],
+                         ClusterState | None]
 
 
 class NodeStopped(BaseException):
@@ -172,7 +175,7 @@ class NodeRuntime:
         # How this node reads its cluster: its own entries only, or (many nodes in one process)
         # a snapshot shared with the others (`hierfl.store.hub.SharedReads`).
         self.reader: ClusterReader = reader or (
-            lambda cluster, member: read_cluster(client, cluster, member))
+            lambda cluster, member, wants_own: read_cluster(client, cluster, member))
         self.machine = NodeMachine(slot.role)
         self.log = logging.getLogger(f"hierfl.node.{slot}")
         self.sheet: JobSheet | None = None
@@ -210,7 +213,7 @@ class NodeRuntime:
         with self.waiters([keys.job(self.slot.cluster)], self.safety_timeout) as waiter:
             if self._setup(waiter):
                 while True:
-                    state = waiter.until(self.read, self._ready, wake_in=_deadline_in)
+                    state = waiter.until(self._read_in_loop, self._ready, wake_in=_deadline_in)
                     if finished(state):
                         break
                     if self._deadline_due(state):
@@ -267,13 +270,18 @@ class NodeRuntime:
                 raise exc.__cause__ from None  # gone again: keep backing off
             raise
 
-    def read(self) -> ClusterState:
-        state = self.reader(self.slot.cluster, (self.slot.role.value, self.slot.node))
+    def read(self, wants_own: Callable[[ClusterState], bool] | None = None) -> ClusterState:
+        """This node's view of its cluster, its own entries included (unless `wants_own` says
+        they cannot matter: then `state.own_read` may be False)."""
+        state = self.reader(self.slot.cluster, (self.slot.role.value, self.slot.node), wants_own)
         if state is None:
             raise HierflError(
                 f"{self.slot}: cluster {self.slot.cluster} no longer exists (was the job deleted?)"
             )
         return state
+
+    def _read_in_loop(self) -> ClusterState:
+        return self.read(wants_own=self.may_act_in)
 
     def _ready(self, state: ClusterState) -> bool:
         return finished(state) or self._deadline_due(state) or self.has_work(state)
@@ -390,7 +398,14 @@ class NodeRuntime:
         """The digest of initial parameters offered with the dataset ACK, or ""."""
         return ""
 
+    def may_act_in(self, state: ClusterState) -> bool:
+        """Whether this node's own entries could give it work in `state`, judged by the
+        cluster hash alone (its own entries are not read otherwise). Must hold wherever
+        `has_work` looks at them."""
+        return True
+
     def has_work(self, state: ClusterState) -> bool:
+        """Work to do in `state` (read with `may_act_in`: own entries may be unread)."""
         raise NotImplementedError
 
     def work(self, state: ClusterState) -> None:

@@ -28,6 +28,7 @@ class WorkerNode(NodeRuntime):
         super().__init__(client, slot, **kwargs)
         self.is_root = slot.cluster == slot.root
         self.test: tuple[np.ndarray, np.ndarray] | None = None
+        self._all_scored_at: tuple[int, int, int] | None = None  # see _may_have_unscored
 
     def load_data(self) -> None:
         if self.is_root:
@@ -42,12 +43,14 @@ class WorkerNode(NodeRuntime):
         model = self.new_model(("init",))
         return self.blobs.put(P.to_bytes(P.from_model(model)))
 
+    def may_act_in(self, state: ClusterState) -> bool:
+        return state.process_stage == ProcessStage.AGGREGATING
+
     def has_work(self, state: ClusterState) -> bool:
-        return self._must_aggregate(state) or bool(self._unscored_rounds())
+        return self._must_aggregate(state) or self._may_have_unscored(state)
 
     def _must_aggregate(self, state: ClusterState) -> bool:
-        return (state.process_stage == ProcessStage.AGGREGATING
-                and self.slot.node not in state.uploaded)
+        return self.may_act_in(state) and self.slot.node not in state.uploaded
 
     def work(self, state: ClusterState) -> None:
         if self._must_aggregate(state):
@@ -133,6 +136,21 @@ class WorkerNode(NodeRuntime):
             self.log.debug("exclusion not recorded: %s", exc)  # the cluster moved on
 
     # -- evaluation (root workers) ---------------------------------------------------------
+
+    def _may_have_unscored(self, state: ClusterState) -> bool:
+        """A root worker's rounds to score. The history gains a round only in a script that
+        also moves the root's round, generation or process stage, so once every round was
+        found scored, none is unscored until one of those moves (metrics are not re-read on
+        every wake-up)."""
+        if not self.is_root or self.test is None:
+            return False
+        mark = (state.generation, state.round, state.process_stage)
+        if mark == self._all_scored_at:
+            return False
+        if self._unscored_rounds():
+            return True
+        self._all_scored_at = mark
+        return False
 
     def _unscored_rounds(self) -> dict[int, str]:
         if not self.is_root or self.test is None:

@@ -23,6 +23,7 @@ import contextlib
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import redis
@@ -31,7 +32,7 @@ from hierfl import keys
 from hierfl.errors import RedisUnavailable
 from hierfl.store.connection import keyspace_channel
 from hierfl.store.shards import AnyRedis, ShardedPubSub, ShardLost, open_pubsub
-from hierfl.store.state import ClusterState, Member, read_member
+from hierfl.store.state import ClusterState, Member, decode_map, read_member
 from hierfl.store.waiter import CONFIRM_TIMEOUT, SAFETY_TIMEOUT, Waiter
 
 log = logging.getLogger(__name__)
@@ -39,6 +40,9 @@ log = logging.getLogger(__name__)
 #: How long the reader blocks on the connection before looking whether it should stop. A bound
 #: on shutting down, not a polling interval: notifications are handed on as they arrive.
 READ_BLOCK = 1.0
+#: Most messages already received that the reader takes together: one script that writes a
+#: hash three times sends three notifications at once, and its waiters are woken once for all.
+BURST = 1024
 LOST = (redis.ConnectionError, redis.TimeoutError)
 
 
@@ -217,31 +221,38 @@ class NotificationHub:
             with self._lock:
                 if self._closed or self._pubsub is not pubsub:
                     return
+            burst: list[dict] = []
             try:
-                message = pubsub.get_message(timeout=READ_BLOCK)
+                # Block for the first message, then take those already received with it.
+                while len(burst) < BURST and (message := pubsub.get_message(
+                        timeout=0 if burst else READ_BLOCK)) is not None:
+                    burst.append(message)
             except ShardLost as exc:  # one shard of a cluster: the others are read on
+                self._dispatch(burst)
                 self._on_shard_lost(pubsub, exc)
                 continue
             except (*LOST, ValueError, AttributeError) as exc:  # closed under our feet, or lost
+                self._dispatch(burst)
                 self._on_lost(pubsub, exc)
                 return
-            if message is not None:
-                self._dispatch(message)
+            self._dispatch(burst)
 
-    def _dispatch(self, message: dict) -> None:
-        kind, channel = message["type"], _text(message["channel"])
-        if kind == "message":
-            with self._lock:
-                watchers = list(self._waiters.get(channel, ()))
-                self.notifications += 1
-                self._versions[channel] = self._versions.get(channel, 0) + 1
-            for waiter in watchers:
-                waiter.notify()
-        elif kind == "subscribe":
-            with self._lock:
-                if channel in self._waiters or channel == self.anchor:
-                    self._confirmed.add(channel)
-                self._lock.notify_all()
+    def _dispatch(self, burst: list[dict]) -> None:
+        """Count every notification of `burst` and wake each of their waiters once."""
+        woken: set[SharedWaiter] = set()
+        with self._lock:
+            for message in burst:
+                kind, channel = message["type"], _text(message["channel"])
+                if kind == "message":
+                    woken.update(self._waiters.get(channel, ()))
+                    self.notifications += 1
+                    self._versions[channel] = self._versions.get(channel, 0) + 1
+                elif kind == "subscribe":
+                    if channel in self._waiters or channel == self.anchor:
+                        self._confirmed.add(channel)
+                    self._lock.notify_all()
+        for waiter in woken:
+            waiter.notify()
 
     def _on_lost(self, pubsub: redis.client.PubSub, error: BaseException) -> None:
         with self._lock:
@@ -336,7 +347,14 @@ SNAPSHOT_MAX_AGE = 1.0
 class _Snapshot:
     version: tuple[int, int]
     taken: float  # time.monotonic() just before the read
-    fields: dict  # the cluster hash as read (empty: no such cluster)
+    fields: dict[str, str]  # the cluster hash as read, decoded (empty: no such cluster)
+    server_ms: int  # the server's clock at the read ...
+    read_at: float  # ... and time.monotonic() just after it
+
+    def server_now(self) -> int:
+        """The server's clock now, carried forward from the read by this process's clock (never
+        ahead of it: a deadline never looks due before the server says it is)."""
+        return self.server_ms + int((time.monotonic() - self.read_at) * 1000)
 
 
 class SharedReads:
@@ -346,8 +364,10 @@ class SharedReads:
     here the first one reads it and the others, arriving before any further notification, reuse
     it. A hash read at notification version v is as fresh as a read of each node's own: a
     change after it bumps the version and wakes them again. Each node still reads its own
-    status and uploads itself (its own calls change those without notifying the hash). Single
-    server only: on a Redis Cluster a moved slot may resubscribe without a notification.
+    status and uploads itself (its own calls change those without notifying the hash), and
+    only when the hash shows a phase in which they could make it act (`wants_own`): a client
+    woken by its cluster moving to aggregation reads nothing more. Single server only: on a
+    Redis Cluster a moved slot may resubscribe without a notification.
     """
 
     def __init__(self, client: AnyRedis, hub: NotificationHub) -> None:
@@ -358,11 +378,17 @@ class SharedReads:
         self._locks: dict[str, threading.Lock] = {}
         self._guard = threading.Lock()
 
-    def read(self, cluster: str, member: Member) -> ClusterState | None:
-        fields = self._cluster_hash(cluster)
-        return read_member(self.client, cluster, member, fields) if fields else None
+    def read(self, cluster: str, member: Member,
+             wants_own: Callable[[ClusterState], bool] | None = None) -> ClusterState | None:
+        """`member`'s view of `cluster`; its own entries are read unless `wants_own`, given
+        the cluster hash, says they cannot matter (see `read_member`)."""
+        snapshot = self._cluster_hash(cluster)
+        if not snapshot.fields:
+            return None
+        return read_member(self.client, cluster, member, snapshot.fields,
+                           snapshot.server_now(), wants_own)
 
-    def _cluster_hash(self, cluster: str) -> dict:
+    def _cluster_hash(self, cluster: str) -> _Snapshot:
         with self._guard:
             lock = self._locks.setdefault(cluster, threading.Lock())
         with lock:  # one reader at a time per cluster: the others wait for its snapshot
@@ -370,8 +396,13 @@ class SharedReads:
             now = time.monotonic()
             hit = self._snapshots.get(cluster)
             if hit is not None and hit.version == version and now - hit.taken < SNAPSHOT_MAX_AGE:
-                return hit.fields
-            fields = self.client.hgetall(keys.job(cluster))
-            self._snapshots[cluster] = _Snapshot(version, now, fields)
+                return hit
+            pipe = self.client.pipeline(transaction=True)
+            pipe.hgetall(keys.job(cluster))
+            pipe.time()
+            fields, (seconds, micros) = pipe.execute()
+            snapshot = _Snapshot(version, now, decode_map(fields), seconds * 1000 + micros // 1000,
+                                 time.monotonic())
+            self._snapshots[cluster] = snapshot
             self.reads += 1
-            return fields
+            return snapshot

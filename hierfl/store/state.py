@@ -8,6 +8,7 @@ of a Redis Cluster (the `{ROOT}` hash tag); only the registry, `hierfl:jobs`, is
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
 import redis
@@ -24,22 +25,32 @@ def _s(value: bytes | str | None) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
 
-def _decode_map(raw: dict) -> dict[str, str]:
+def decode_map(raw: dict) -> dict[str, str]:
     return {_s(k): _s(v) for k, v in raw.items()}
 
 
 @dataclass(frozen=True)
 class ClusterState:
     """A cluster's hash with its members (all of them, or only the reader's own: see
-    `read_cluster`) and who has uploaded in the current generation."""
+    `read_cluster`) and who has uploaded in the current generation.
+
+    A full read merges the cluster's stages hash (`STAGE_FIELDS`) into `fields`; a member's own
+    view has no stages (no node acts on them), so its `client_stage` and `worker_stage` read 0.
+    A member's view may also leave its own entries unread (`own_read` False: `read_member`),
+    and then `submitted` and `uploaded` are None, so that using them fails loudly.
+    """
 
     name: str
     fields: dict[str, str]
     clients: dict[str, int]
     workers: dict[str, int]
-    submitted: frozenset[str] = frozenset()
-    uploaded: frozenset[str] = frozenset()
+    submitted: frozenset[str] | None = frozenset()
+    uploaded: frozenset[str] | None = frozenset()
     server_ms: int = 0  # the server's clock when this snapshot was read (deadlines use it)
+
+    @property
+    def own_read(self) -> bool:
+        return self.submitted is not None
 
     def _int(self, f: Field) -> int:
         return int(self.fields.get(f.value) or 0)
@@ -156,10 +167,15 @@ class ClusterState:
 Member = tuple[str, str]
 
 
+#: Replies `_queue_cluster` queues for a full read.
+FULL_REPLIES = 6
+
+
 def _queue_cluster(pipe: redis.client.Pipeline, cluster: str, member: Member | None = None
                    ) -> None:
     pipe.hgetall(keys.job(cluster))
     if member is None:
+        pipe.hgetall(keys.stages(cluster))
         pipe.hgetall(keys.clients(cluster))
         pipe.hgetall(keys.workers(cluster))
         pipe.hkeys(keys.submissions(cluster))
@@ -180,33 +196,35 @@ def _cluster_from(cluster: str, replies: list, member: Member | None = None
                   ) -> ClusterState | None:
     if member is not None:
         return _member_view(cluster, replies, member)
-    job, clients, workers, submitted, uploaded = replies
+    job, stages, clients, workers, submitted, uploaded = replies
     if not job:
         return None
     return ClusterState(
         name=cluster,
-        fields=_decode_map(job),
-        clients={k: int(v) for k, v in _decode_map(clients).items()},
-        workers={k: int(v) for k, v in _decode_map(workers).items()},
+        fields=decode_map(job) | decode_map(stages),
+        clients={k: int(v) for k, v in decode_map(clients).items()},
+        workers={k: int(v) for k, v in decode_map(workers).items()},
         submitted=frozenset(_s(k) for k in submitted),
         uploaded=frozenset(_s(k) for k in uploaded),
     )
 
 
 def _member_view(cluster: str, replies: list, member: Member) -> ClusterState | None:
-    job, status, submitted, uploaded = replies
+    job, *own = replies
     if not job:
         return None
+    return _with_own(ClusterState(cluster, decode_map(job), {}, {}, None, None), member, own)
+
+
+def _with_own(state: ClusterState, member: Member, own: list) -> ClusterState:
+    """`state` with a member's own entries as `_queue_own` read them."""
+    status, submitted, uploaded = own
     role, node = member
-    own = {} if status is None else {node: int(status)}
-    return ClusterState(
-        name=cluster,
-        fields=_decode_map(job),
-        clients=own if role == "client" else {},
-        workers=own if role == "worker" else {},
-        submitted=frozenset([node] if submitted else []),
-        uploaded=frozenset([node] if uploaded else []),
-    )
+    mine = {} if status is None else {node: int(status)}
+    return replace(state, clients=mine if role == "client" else {},
+                   workers=mine if role == "worker" else {},
+                   submitted=frozenset([node] if submitted else []),
+                   uploaded=frozenset([node] if uploaded else []))
 
 
 def read_cluster(client: AnyRedis, cluster: str, member: Member | None = None
@@ -230,16 +248,18 @@ def read_cluster(client: AnyRedis, cluster: str, member: Member | None = None
     return replace(state, server_ms=seconds * 1000 + micros // 1000)
 
 
-def read_member(client: AnyRedis, cluster: str, member: Member, job_fields: dict
+def read_member(client: AnyRedis, cluster: str, member: Member, fields: dict[str, str],
+                server_ms: int, wants_own: Callable[[ClusterState], bool] | None = None
                 ) -> ClusterState:
-    """A member's view built on a cluster hash read earlier (`job_fields`, as HGETALL returns
-    it): only the member's own entries and the server's clock are read now."""
+    """A member's view built on a cluster hash read earlier (`fields`, decoded, and the server's
+    clock `server_ms` now): its own entries are read now, unless `wants_own` says the cluster
+    hash alone shows that they cannot matter (then `own_read` is False)."""
+    state = ClusterState(cluster, fields, {}, {}, None, None, server_ms)
+    if wants_own is not None and not wants_own(state):
+        return state
     pipe = client.pipeline(transaction=False)
     _queue_own(pipe, cluster, member)
-    pipe.time()
-    *own, (seconds, micros) = pipe.execute()
-    state = _member_view(cluster, [job_fields, *own], member)
-    return replace(state, server_ms=seconds * 1000 + micros // 1000)
+    return _with_own(state, member, pipe.execute())
 
 
 def _read_sharded(client: AnyRedis, cluster: str, member: Member | None
@@ -299,7 +319,7 @@ def read_job(client: redis.Redis, root: str) -> JobStatus | None:
         replies = pipe.execute()
         next_level: list[str] = []
         for i, cluster in enumerate(level):
-            state = _cluster_from(cluster, replies[i * 5 : (i + 1) * 5])
+            state = _cluster_from(cluster, replies[i * FULL_REPLIES : (i + 1) * FULL_REPLIES])
             if state is not None:
                 found[cluster] = state
                 next_level.extend(state.children)
@@ -319,12 +339,12 @@ def _preorder(found: dict[str, ClusterState], name: str, out: dict[str, ClusterS
 
 
 def read_metrics(client: redis.Redis, root: str) -> list[dict]:
-    raw = _decode_map(client.hgetall(keys.metrics(root)))
+    raw = decode_map(client.hgetall(keys.metrics(root)))
     return sorted((json.loads(v) for v in raw.values()), key=lambda m: m["round"])
 
 
 def read_history(client: redis.Redis, root: str) -> dict[int, str]:
-    return {int(k): v for k, v in _decode_map(client.hgetall(keys.history(root))).items()}
+    return {int(k): v for k, v in decode_map(client.hgetall(keys.history(root))).items()}
 
 
 def job_exists(client: redis.Redis, root: str) -> bool:
@@ -333,5 +353,5 @@ def job_exists(client: redis.Redis, root: str) -> bool:
 
 def list_jobs(client: redis.Redis) -> list[str]:
     """Registered job names, oldest first."""
-    raw = _decode_map(client.hgetall(keys.JOBS))
+    raw = decode_map(client.hgetall(keys.JOBS))
     return [name for name, _ in sorted(raw.items(), key=lambda kv: (int(kv[1]), kv[0]))]

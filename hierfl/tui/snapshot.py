@@ -73,10 +73,11 @@ def read_snapshot(client: redis.Redis, root: str, events: int = EVENTS) -> Snaps
 
 
 def watched_keys(snapshot: Snapshot) -> list[str]:
-    """Every key whose change the view shows: each cluster's hash and member hashes, the
+    """Every key whose change the view shows: each cluster's hash, stages and member hashes, the
     metrics hash and the event stream (streams notify only with the `t` flag, which hierfl does
     not require; every transition also writes a hash, so the hashes alone keep the view live)."""
     found: list[str] = []
     for cluster in snapshot.clusters:
-        found += [keys.job(cluster.name), keys.clients(cluster.name), keys.workers(cluster.name)]
+        found += [keys.job(cluster.name), keys.stages(cluster.name), keys.clients(cluster.name),
+                  keys.workers(cluster.name)]
     return [*found, keys.metrics(snapshot.root), keys.events(snapshot.root)]

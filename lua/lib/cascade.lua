@@ -25,15 +25,16 @@ local function lowest_status(key)
   return lowest
 end
 
--- Writes the cluster hash only when a stage moves: nodes wait on that hash, so a member's own
--- status change (in the members hash) wakes none of the cluster's other nodes.
+-- The stages live in their own hash, not in the cluster hash the members wait on: a stage
+-- moves with almost every member's step (a client that starts training while the others have
+-- submitted takes client_stage from DONE to BUSY and back), and no member acts on it.
 local function recompute_stages(root, cluster)
-  local job = KEY.job(root, cluster)
+  local stages = KEY.stages(root, cluster)
   local cs = lowest_status(KEY.clients(root, cluster))
   local ws = lowest_status(KEY.workers(root, cluster))
-  local old = redis.call("HMGET", job, F.CLIENT_STAGE, F.WORKER_STAGE)
+  local old = redis.call("HMGET", stages, F.CLIENT_STAGE, F.WORKER_STAGE)
   if tonumber(old[1]) ~= cs or tonumber(old[2]) ~= ws then
-    redis.call("HSET", job, F.CLIENT_STAGE, cs, F.WORKER_STAGE, ws, F.UPDATED_AT, now_ms())
+    redis.call("HSET", stages, F.CLIENT_STAGE, cs, F.WORKER_STAGE, ws, F.UPDATED_AT, now_ms())
   end
   return cs, ws
 end

@@ -44,7 +44,7 @@ from hierfl.errors import HierflError
 from hierfl.jobtree import ClusterSpec
 from hierfl.lifecycle import cancel_job, delete_job
 from hierfl.node.claim import claim_slot
-from hierfl.node.pool import POOL_CONNECTIONS, NodePool
+from hierfl.node.pool import CONCURRENCY, POOL_CONNECTIONS, NodePool
 from hierfl.protocol import ProcessStage
 from hierfl.sheet import JobSheet, parse_sheet
 from hierfl.store.connection import connect
@@ -182,14 +182,15 @@ class RoundWatcher:
                 (starts[1] - self.deployed_ms) / 1000)
 
 
-def run_job(url: str, sheet: JobSheet, log_dir: Path) -> tuple[list[ClusterSpec],
-                                                               RoundWatcher]:
+def run_job(url: str, sheet: JobSheet, log_dir: Path, concurrency: int = CONCURRENCY
+            ) -> tuple[list[ClusterSpec], RoundWatcher]:
     """Deploy and run `sheet` with every node a thread; its tree and what was watched."""
     client = connect(url, pool_size=POOL_CONNECTIONS)
     job, tree = deploy_unique(client, sheet, None)
     watcher = RoundWatcher(client, job.name, 2, job.rounds)
     try:
-        with logging_to(log_dir / f"{job.name}.log"), NodePool(client, url) as pool:
+        with (logging_to(log_dir / f"{job.name}.log"),
+              NodePool(client, url, concurrency=concurrency) as pool):
             for slot in tree_slots(tree):
                 pool.start(claim_slot(client, slot.role, cluster=slot.cluster, node=slot.node,
                                       waiters=pool.hub.waiter))
@@ -206,9 +207,9 @@ def run_job(url: str, sheet: JobSheet, log_dir: Path) -> tuple[list[ClusterSpec]
 
 
 def measure(url: str, clients: int, levels: int, workers: int, measured: int, model: str,
-            hidden: list[int], log_dir: Path) -> Result:
+            hidden: list[int], log_dir: Path, concurrency: int = CONCURRENCY) -> Result:
     sheet = sheet_for(clients, levels, workers, measured + 2, model, hidden)
-    tree, watcher = run_job(url, sheet, log_dir)
+    tree, watcher = run_job(url, sheet, log_dir, concurrency)
     spans, setup = watcher.spans_and_setup(sheet.rounds)
     return Result(clients, levels, len(tree), sum(len(s.workers) for s in tree), measured,
                   setup, spans, watcher.snaps[2], watcher.snaps[sheet.rounds])
@@ -240,6 +241,8 @@ def main() -> None:
     p.add_argument("--workers", type=int, default=3, help="workers per cluster")
     p.add_argument("--hidden", default="1333", help="MLP hidden widths (1333: 99,985 floats)")
     p.add_argument("--model", default="mlp", help='"mlp" or "package.module:factory"')
+    p.add_argument("--concurrency", type=int, default=CONCURRENCY,
+                   help=f"nodes running at once (default: one per core, {CONCURRENCY} here)")
     p.add_argument("--rounds", type=int, default=0,
                    help="rounds measured per configuration (0: 20, 8, 2 by client count)")
     args = p.parse_args()
@@ -255,11 +258,13 @@ def main() -> None:
         version = benchlib.server_version(connect(url))
         for clients, levels in plan:
             results.append(measure(url, clients, levels, args.workers,
-                                   args.rounds or rounds[clients], args.model, hidden, log_dir))
+                                   args.rounds or rounds[clients], args.model, hidden, log_dir,
+                                   args.concurrency))
             print(f"measured {clients} clients at {levels} levels: "
                   f"{results[-1].row()[6]:.1f} ms/round", flush=True)
     print(f"\nno-op rounds, {parameter_count(args.model, hidden):,}-parameter model, "
-          f"{args.workers} workers per cluster, every node a thread of one process; "
+          f"{args.workers} workers per cluster, every node a thread of one process "
+          f"({args.concurrency} running at once); "
           f"redis-server {version}; node logs in {log_dir}")
     print(benchlib.table(HEADERS, [r.row() for r in results]))
     verdicts(results)

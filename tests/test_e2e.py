@@ -66,9 +66,10 @@ def test_run_two_level_sheet_with_node_processes(hierfl_env, tmp_path):
     assert again["clusters"]["two-2"]["global"] == data["clusters"]["two"]["global"]
     strip = [{k: v for k, v in m.items() if k != "at"} for m in data["metrics"]]
     assert [{k: v for k, v in m.items() if k != "at"} for m in again["metrics"]] == strip
-    # And with every node a thread of one process: the same node code, the same bytes.
+    # And with every node a thread of one process: the same node code, the same bytes; one
+    # node running at a time, the others asleep until it waits for a notification.
     out = finish(hierfl("simulate", str(sheet), "--runs-dir", str(tmp_path / "runs"),
-                        "--json", env=hierfl_env))
+                        "--json", "--concurrency", "1", env=hierfl_env))
     threads = json.loads(out[out.index("{"):])
     assert_all_done(threads)
     assert threads["clusters"]["two-3"]["global"] == data["clusters"]["two"]["global"]

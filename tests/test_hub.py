@@ -11,7 +11,7 @@ import redis
 from driver import Driver
 
 from hierfl import keys
-from hierfl.store.hub import NotificationHub
+from hierfl.store.hub import NotificationHub, Turns
 from hierfl.store.state import read_cluster
 
 
@@ -112,3 +112,48 @@ def test_shared_reads_read_the_cluster_hash_once_per_notification_and_own_entrie
         assert reads.reads == 2  # the notified change is read once ...
         reads.read("demo", ("client", "c2"))
         assert reads.reads == 2  # ... and shared
+
+
+def test_nodes_taking_turns_run_at_most_n_at_once():
+    turns, lock = Turns(2), threading.Lock()
+    active, most = [0], [0]
+
+    def node() -> None:
+        with turns.turn():
+            with lock:
+                active[0] += 1
+                most[0] = max(most[0], active[0])
+            time.sleep(0.05)  # busy (training, say) while holding the turn
+            with lock:
+                active[0] -= 1
+
+    threads = [threading.Thread(target=node) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=10)
+    assert most[0] == 2 and active[0] == 0
+
+
+def test_a_node_waiting_for_a_notification_gives_its_turn_to_the_node_that_sends_it(r):
+    d = Driver(r, sub=[], clients=[1], workers=[1])
+    d.deploy()
+    turns = Turns(1)
+    woke: list[bool] = []
+    with NotificationHub(r, turns) as hub:
+
+        def waiting_node() -> None:
+            with turns.turn(), hub.waiter([keys.job("demo")], 30.0) as waiter:
+                woke.append(waiter.wait(timeout=10))
+
+        waiting = threading.Thread(target=waiting_node)
+        waiting.start()
+        time.sleep(0.2)  # let it take the only turn and block on its waiter
+        # The only turn is free again: the waiting node gave it back while it waits.
+        assert turns._free.acquire(timeout=5), "the waiting node kept its turn"
+        d.ack_all_jobsheets()
+        turns._free.release()
+        waiting.join(timeout=10)
+    assert woke == [True]
+    with pytest.raises(ValueError, match="at least 1"):
+        Turns(0)

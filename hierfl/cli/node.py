@@ -42,6 +42,11 @@ def node(
         int, typer.Option(min=1, help="Run this many nodes of the role as threads of this "
                                       "process, sharing one notification connection.")
     ] = 1,
+    concurrency: Annotated[
+        int | None, typer.Option(min=1, help="With --count: nodes that run at once (a node "
+                                             "waiting for a notification does not count). "
+                                             "Default: one per core.")
+    ] = None,
     redis_url: RedisOption = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log every step.")] = False,
 ) -> None:
@@ -57,7 +62,11 @@ def node(
     if count > 1:
         if node_id:
             raise BadInput("--id names one node; with --count the nodes claim free slots")
-        raise typer.Exit(run_many(role, count, job, cluster, data, wait, redis_url))
+        raise typer.Exit(run_many(role, count, job, cluster, data, wait, redis_url,
+                                  concurrency))
+    if concurrency is not None:
+        raise BadInput("--concurrency limits the nodes of one process that run at once: it "
+                       "goes with --count")
     # Reach Redis before importing the node, which brings in torch (seconds on a busy
     # machine): an unreachable server is reported at once.
     # A Redis user confined to one job tree (docs/security.md) checks the server there.
@@ -93,16 +102,16 @@ def node(
 
 
 def run_many(role: Role, count: int, job: str | None, cluster: str | None, data: Path | None,
-             wait: float | None, redis_url: str | None) -> int:
+             wait: float | None, redis_url: str | None, concurrency: int | None = None) -> int:
     """`--count N`: claim N slots one after another and run them as threads; 0 when every
     node exited 0. Ctrl-C or SIGTERM abandons them (their steps done so far are in Redis)."""
     from hierfl.node.claim import claim_slot
-    from hierfl.node.pool import POOL_CONNECTIONS, NodePool
+    from hierfl.node.pool import CONCURRENCY, POOL_CONNECTIONS, NodePool
     from hierfl.node.runtime import NodeStopped, stop_on_signals
 
     root = job or (cluster or "").split("#")[0] or None
     client, url = open_redis(redis_url, job=root, pool_size=POOL_CONNECTIONS)
-    with stop_on_signals(), NodePool(client, url) as pool:
+    with stop_on_signals(), NodePool(client, url, concurrency=concurrency or CONCURRENCY) as pool:
         try:
             for _ in range(count):
                 slot = claim_slot(client, role, job=job, cluster=cluster, timeout=wait,

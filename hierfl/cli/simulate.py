@@ -11,6 +11,9 @@ import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Annotated
+
+import typer
 
 from hierfl.cli.common import RedisOption, open_redis, out, reports_errors
 from hierfl.cli.run import (
@@ -32,12 +35,18 @@ from hierfl.cli.run import (
 )
 from hierfl.jobtree import ClusterSpec
 from hierfl.node.claim import claim_slot
-from hierfl.node.pool import POOL_CONNECTIONS, NodePool
+from hierfl.node.pool import CONCURRENCY, POOL_CONNECTIONS, NodePool
 from hierfl.node.runtime import Slot
 from hierfl.protocol import Role
 
 #: How long the nodes may take to exit once the job has finished (seconds).
 EXIT_TIMEOUT = 60.0
+
+ConcurrencyOption = Annotated[
+    int, typer.Option(min=1, help="Nodes of this process that run at once (training, "
+                                  "aggregating, calling Redis); a node waiting for a "
+                                  "notification does not count. Default: one per core.")
+]
 
 
 @reports_errors
@@ -50,6 +59,7 @@ def simulate(
     quiet: QuietOption = False,
     as_json: JsonOption = False,
     redis_url: RedisOption = None,
+    concurrency: ConcurrencyOption = CONCURRENCY,
 ) -> None:
     """Run a whole federated job with every node as a thread of this process."""
     job = load_run_sheet(sheet, rounds, timeout)
@@ -60,7 +70,7 @@ def simulate(
         log_file = make_log_dir(runs_dir, job.name) / "nodes.log"
         say(f"job [bold]{job.name}[/bold]: {len(tree)} clusters, {node_count(tree)} nodes as "
             f"threads of this process, {job.rounds} rounds; node log in {log_file}")
-        with logging_to(log_file), NodePool(client, url) as pool:
+        with logging_to(log_file), NodePool(client, url, concurrency=concurrency) as pool:
             for slot in tree_slots(tree):
                 pool.start(claim_slot(client, slot.role, cluster=slot.cluster, node=slot.node,
                                       waiters=pool.hub.waiter))

@@ -49,6 +49,7 @@ def _validated(submissions: list[Submission], rule: str, trim: float) -> list[Su
     if duplicates:
         raise BadInput(f"member {duplicates[0]} submitted more than once")
     reference = ordered[0][1]
+    checked: set[int] = set()
     for member, params, weight in ordered:
         if (
             isinstance(weight, bool)
@@ -59,10 +60,13 @@ def _validated(submissions: list[Submission], rule: str, trim: float) -> list[Su
             raise BadInput(
                 f"member {member}: weight (sample count) must be positive, got {weight!r}"
             )
+        if id(params) in checked:
+            continue  # the same parameters under another member (an unchanged global)
         try:
             check_like(params, reference)
         except IntegrityError as exc:
             raise IntegrityError(f"member {member}: {exc} (as in member {ordered[0][0]})") from None
+        checked.add(id(params))
     return ordered
 
 

@@ -49,8 +49,11 @@ class ClientNode(NodeRuntime):
     def may_act_in(self, state: ClusterState) -> bool:
         return state.process_stage == ProcessStage.TRAINING
 
+    def own_step_done(self, state: ClusterState) -> bool:
+        return self.slot.node in state.submitted
+
     def has_work(self, state: ClusterState) -> bool:
-        return self.may_act_in(state) and self.slot.node not in state.submitted
+        return self.may_act_in(state) and not self.step_done(state)
 
     def work(self, state: ClusterState) -> None:
         gen = state.generation

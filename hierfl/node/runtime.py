@@ -150,6 +150,7 @@ class NodeRuntime:
         reconnect_timeout: float = RECONNECT_TIMEOUT,
         waiters: WaiterFactory | None = None,
         reader: ClusterReader | None = None,
+        sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         """`waiters` makes this node's waiters: by default a subscription of its own
         (`KeyWaiter`); many nodes in one process share one (`NotificationHub.waiter`)."""
@@ -167,6 +168,7 @@ class NodeRuntime:
         self.slot = slot
         self.url = url or _url_of(client)
         self.reconnect_timeout = reconnect_timeout
+        self.sleep = sleep  # reconnection backoff (nodes taking turns give theirs back)
         self.scripts = Scripts(client)
         self.blobs = BlobStore(client, slot.root)
         self.safety_timeout = safety_timeout
@@ -181,6 +183,9 @@ class NodeRuntime:
         self.sheet: JobSheet | None = None
         self._data_loaded = False
         self._closing: tuple[int, int, int | None] | None = None  # the phase asked to close
+        # What this session knows of its own entries without reading them (`_wants_own`).
+        self._step_seen: Step | None = None  # the step the loop's last read showed
+        self._step_done: Step | None = None  # the step this node last completed
 
     # -- the loop --------------------------------------------------------------------------
 
@@ -210,6 +215,7 @@ class NodeRuntime:
         Everything a session does follows from the state it reads, so after a lost connection
         a new session simply starts over: it finds what is already done, and redoes the rest.
         """
+        self._step_seen = self._step_done = None  # a new session knows nothing it did not read
         with self.waiters([keys.job(self.slot.cluster)], self.safety_timeout) as waiter:
             if self._setup(waiter):
                 while True:
@@ -248,7 +254,7 @@ class NodeRuntime:
                     f"{self.slot.cluster} --id {self.slot.node} to resume"
                 ) from error
             # Backoff between reconnection attempts; nothing of the job's state is polled here.
-            time.sleep(min(delay, left))
+            self.sleep(min(delay, left))
             delay = min(delay * 2, RECONNECT_MAX_DELAY)
         self.log.warning("reconnected to Redis at %s after %.1f s (%d attempts); re-subscribing "
                          "and re-reading the state", shown, time.monotonic() - started, attempts)
@@ -281,7 +287,32 @@ class NodeRuntime:
         return state
 
     def _read_in_loop(self) -> ClusterState:
-        return self.read(wants_own=self.may_act_in)
+        state = self.read(wants_own=self._wants_own)
+        self._step_seen = _step(state)
+        return state
+
+    def _wants_own(self, state: ClusterState) -> bool:
+        """Whether this node's own entries must be read to know if it has work in `state`.
+
+        Not when the cluster hash shows a phase the role does not act in (`may_act_in`); not
+        when this node completed the step of that phase itself; and not when the step is new
+        since this session's last read, because a member's own entries change only through
+        its own calls and through the cascades that begin a step (clearing submissions or
+        aggregates), so in a new step they are its fresh start. A wrong guess costs one call
+        that the script refuses. So a client reads nothing of its own in a round beyond the
+        shared cluster hash (`SharedReads`), and calls start_training and submit_params.
+        """
+        if not self.may_act_in(state):
+            return False
+        step = _step(state)
+        return step != self._step_done and (self._step_seen is None or step == self._step_seen)
+
+    def step_done(self, state: ClusterState) -> bool:
+        """Whether this node did its step of `state` (its own entries tell, when read; when
+        not, `_wants_own` judged: done if this node completed it, else a fresh step)."""
+        if state.own_read:
+            return self.own_step_done(state)
+        return _step(state) == self._step_done
 
     def _ready(self, state: ClusterState) -> bool:
         return finished(state) or self._deadline_due(state) or self.has_work(state)
@@ -333,6 +364,8 @@ class NodeRuntime:
     def _act(self, state: ClusterState) -> None:
         try:
             self.work(state)
+            if self.may_act_in(state):
+                self._step_done = _step(state)
         except (StaleGeneration, IllegalTransition) as exc:
             # The cluster moved on while we worked: re-read and follow the new state.
             self.log.warning("step refused, following the new state: %s", exc)
@@ -399,13 +432,16 @@ class NodeRuntime:
         return ""
 
     def may_act_in(self, state: ClusterState) -> bool:
-        """Whether this node's own entries could give it work in `state`, judged by the
-        cluster hash alone (its own entries are not read otherwise). Must hold wherever
-        `has_work` looks at them."""
+        """Whether `state`'s phase is one in which this role has a step to do (training,
+        aggregating), judged by the cluster hash alone."""
         return True
 
+    def own_step_done(self, state: ClusterState) -> bool:
+        """Whether this node's own entries (read) show its step of `state` done."""
+        raise NotImplementedError
+
     def has_work(self, state: ClusterState) -> bool:
-        """Work to do in `state` (read with `may_act_in`: own entries may be unread)."""
+        """Work to do in `state` (its own entries may be unread: use `step_done`)."""
         raise NotImplementedError
 
     def work(self, state: ClusterState) -> None:
@@ -417,6 +453,15 @@ class NodeRuntime:
 
 def _deadline_in(state: ClusterState) -> float | None:
     return state.deadline_in()
+
+
+#: One step of a cluster's members: generation, process stage and aggregation attempt (a
+#: re-aggregation is a new step for the workers).
+Step = tuple[int, int, int]
+
+
+def _step(state: ClusterState) -> Step:
+    return (state.generation, state.process_stage, state.attempt)
 
 
 def _phase(state: ClusterState) -> tuple[int, int, int | None]:

@@ -49,8 +49,11 @@ class WorkerNode(NodeRuntime):
     def has_work(self, state: ClusterState) -> bool:
         return self._must_aggregate(state) or self._may_have_unscored(state)
 
+    def own_step_done(self, state: ClusterState) -> bool:
+        return self.slot.node in state.uploaded
+
     def _must_aggregate(self, state: ClusterState) -> bool:
-        return self.may_act_in(state) and self.slot.node not in state.uploaded
+        return self.may_act_in(state) and not self.step_done(state)
 
     def work(self, state: ClusterState) -> None:
         if self._must_aggregate(state):

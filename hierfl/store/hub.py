@@ -23,8 +23,8 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 
 import redis
 
@@ -50,14 +50,63 @@ def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
 
+class Turns:
+    """At most `n` of a process's nodes run at once; a node gives its turn back while it waits.
+
+    A notification wakes every member of a cluster together. A hundred threads that then all
+    want the GIL spend more time handing it to each other than running: with a thousand nodes
+    in one process, half the CPU went to the kernel's futex calls. Taking turns, a few run (one
+    computes while another waits for Redis) and the others stay asleep until it is theirs.
+    A node holds its turn for its whole run (`turn`) except while it blocks on a notification,
+    a read another node is making for it, or a reconnection backoff (`given_back`).
+    """
+
+    def __init__(self, n: int) -> None:
+        if n < 1:
+            raise ValueError(f"nodes running at once must be at least 1, got {n}")
+        self.n = n
+        self._free = threading.Semaphore(n)
+        self._held = threading.local()
+
+    @contextlib.contextmanager
+    def turn(self) -> Iterator[None]:
+        self._free.acquire()
+        self._held.value = True
+        try:
+            yield
+        finally:
+            self._held.value = False
+            self._free.release()
+
+    @contextlib.contextmanager
+    def given_back(self) -> Iterator[None]:
+        """Inside, the calling thread's turn (if it holds one) is free for another node."""
+        if not getattr(self._held, "value", False):
+            yield
+            return
+        self._held.value = False
+        self._free.release()
+        try:
+            yield
+        finally:
+            self._free.acquire()
+            self._held.value = True
+
+    def sleep(self, seconds: float) -> None:
+        with self.given_back():
+            time.sleep(seconds)
+
+
 class NotificationHub:
     """A pub/sub connection and the thread that reads it, shared by all waiters of a process.
 
-    Use as a context manager (or `start` / `close`). `waiter(keys)` makes a waiter on it.
+    Use as a context manager (or `start` / `close`). `waiter(keys)` makes a waiter on it. With
+    `turns`, the nodes whose waiters it makes run `turns.n` at a time (`Turns`).
     """
 
-    def __init__(self, client: AnyRedis) -> None:
+    def __init__(self, client: AnyRedis, turns: Turns | None = None) -> None:
         self.client = client
+        self.turns = turns or Turns(1 << 30)
         # Always subscribed (to the job registry's channel), so the connection never drops back
         # to the unsubscribed state in which redis-py would read health-check replies itself.
         self.anchor = keyspace_channel(client, keys.JOBS)
@@ -97,9 +146,13 @@ class NotificationHub:
 
     def version(self, channel: str) -> tuple[int, int]:
         """Changes notified on `channel` so far: equal versions mean no notification came
-        in between (on one connection; a reconnect starts a new series)."""
-        with self._lock:
-            return self._connections, self._versions.get(channel, 0)
+        in between (on one connection; a reconnect starts a new series).
+
+        Read without the lock (every node of the process asks on every wake-up): both counts
+        only ever grow, so a read torn between two updates can only look newer than a
+        snapshot's version, never equal to it after a change.
+        """
+        return self._connections, self._versions.get(channel, 0)
 
     def waiter(self, watched: list[str], safety_timeout: float = SAFETY_TIMEOUT) -> SharedWaiter:
         """A waiter on `watched` keys; subscribed when entered (`with hub.waiter(...) as w`)."""
@@ -329,7 +382,8 @@ class SharedWaiter(Waiter):
         if self._broken is None and self.hub._follow_moved_slots(self):
             return True
         limit = self.safety_timeout if timeout is None else timeout
-        woke = self._changed.wait(limit)
+        with self.hub.turns.given_back():
+            woke = self._changed.wait(limit)
         self._changed.clear()
         if self._broken is not None:
             raise self._broken
@@ -357,6 +411,14 @@ class _Snapshot:
         return self.server_ms + int((time.monotonic() - self.read_at) * 1000)
 
 
+@dataclass
+class _PendingRead:
+    """A read of a cluster's hash under way, at notification `version`."""
+
+    version: tuple[int, int]
+    done: threading.Event = field(default_factory=threading.Event)
+
+
 class SharedReads:
     """One read of a cluster's hash per notification, shared by the nodes of one process.
 
@@ -375,7 +437,7 @@ class SharedReads:
         self.hub = hub
         self.reads = 0  # cluster-hash reads that reached Redis (for tests and benchmarks)
         self._snapshots: dict[str, _Snapshot] = {}
-        self._locks: dict[str, threading.Lock] = {}
+        self._pending: dict[str, _PendingRead] = {}
         self._guard = threading.Lock()
 
     def read(self, cluster: str, member: Member,
@@ -389,20 +451,42 @@ class SharedReads:
                            snapshot.server_now(), wants_own)
 
     def _cluster_hash(self, cluster: str) -> _Snapshot:
-        with self._guard:
-            lock = self._locks.setdefault(cluster, threading.Lock())
-        with lock:  # one reader at a time per cluster: the others wait for its snapshot
-            version = self.hub.version(keyspace_channel(self.client, keys.job(cluster)))
-            now = time.monotonic()
+        """The current snapshot; without a lock when it is (every member of the cluster asks
+        at once after a notification). Otherwise one node reads it and the others that asked
+        at the same version wait for that read, all woken together when it lands."""
+        channel = keyspace_channel(self.client, keys.job(cluster))
+        while True:
+            version = self.hub.version(channel)
             hit = self._snapshots.get(cluster)
-            if hit is not None and hit.version == version and now - hit.taken < SNAPSHOT_MAX_AGE:
+            if (hit is not None and hit.version == version
+                    and time.monotonic() - hit.taken < SNAPSHOT_MAX_AGE):
                 return hit
-            pipe = self.client.pipeline(transaction=True)
-            pipe.hgetall(keys.job(cluster))
-            pipe.time()
-            fields, (seconds, micros) = pipe.execute()
-            snapshot = _Snapshot(version, now, decode_map(fields), seconds * 1000 + micros // 1000,
-                                 time.monotonic())
-            self._snapshots[cluster] = snapshot
+            with self._guard:
+                pending = self._pending.get(cluster)
+                reader = pending is None or pending.version != version
+                if reader:
+                    pending = self._pending[cluster] = _PendingRead(version)
+            if not reader:
+                with self.hub.turns.given_back():
+                    pending.done.wait()
+                continue  # its snapshot, or (it failed, or it is stale already) a new read
+            try:
+                snapshot = self._read(cluster, version)
+                self._snapshots[cluster] = snapshot
+                return snapshot
+            finally:
+                with self._guard:
+                    if self._pending.get(cluster) is pending:
+                        del self._pending[cluster]
+                pending.done.set()
+
+    def _read(self, cluster: str, version: tuple[int, int]) -> _Snapshot:
+        taken = time.monotonic()
+        pipe = self.client.pipeline(transaction=True)
+        pipe.hgetall(keys.job(cluster))
+        pipe.time()
+        fields, (seconds, micros) = pipe.execute()
+        with self._guard:
             self.reads += 1
-            return snapshot
+        return _Snapshot(version, taken, decode_map(fields), seconds * 1000 + micros // 1000,
+                         time.monotonic())

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 
 import redis
 
@@ -72,7 +73,7 @@ class ClusterState:
     def dataset_flag(self) -> bool:
         return self._int(Field.DATASET_FLAG) == FLAG_UP
 
-    @property
+    @cached_property  # asked several times per wake-up by every node
     def process_stage(self) -> ProcessStage:
         return ProcessStage(self._int(Field.PROCESS_STAGE))
 
@@ -84,17 +85,22 @@ class ClusterState:
     def worker_stage(self) -> int:
         return self._int(Field.WORKER_STAGE)
 
-    @property
+    @cached_property
     def generation(self) -> int:
         return self._int(Field.GENERATION)
 
-    @property
+    @cached_property
     def round(self) -> int:
         return self._int(Field.ROUND)
 
     @property
     def rounds(self) -> int:
         return self._int(Field.ROUNDS)
+
+    @cached_property
+    def attempt(self) -> int:
+        """Aggregation attempts in this generation (one re-run when no majority agreed)."""
+        return self._int(Field.ATTEMPT)
 
     @property
     def epoch(self) -> int:
@@ -122,7 +128,7 @@ class ClusterState:
         """Members a deadline closed this generation without."""
         return [m for m in self.fields.get(Field.DROPPED.value, "").split(",") if m]
 
-    @property
+    @cached_property
     def deadline_ms(self) -> int | None:
         """When the current phase may be closed (server ms), or None when it waits forever."""
         text = self.fields.get(Field.DEADLINE.value, "")

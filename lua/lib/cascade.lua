@@ -305,6 +305,7 @@ end
 local function move_node(ctx, name, extra)
   local dest = TRANSITIONS[name].dest
   redis.call("HSET", member_key(ctx.root, ctx.cluster, ctx.role), ctx.node, dest)
-  emit(ctx.root, ctx.cluster, ctx.role .. "/" .. ctx.node, name, ctx.status, dest, extra)
+  emit(ctx.root, ctx.cluster, ctx.role .. "/" .. ctx.node, name, ctx.status, dest, extra,
+    { ctx.generation, ctx.round })
   return dest
 end

@@ -8,7 +8,10 @@
 local function load_node(cluster, role, node)
   local root = root_of(cluster)
   local job = KEY.job(root, cluster)
-  if redis.call("EXISTS", job) == 0 then
+  -- One read for everything a check looks at (every transition pays for each call it makes).
+  local at = redis.call("HMGET", job, F.NAME, F.PROCESS_STAGE, F.GENERATION, F.ROUND,
+    F.JOBSHEET_FLAG, F.DATASET_FLAG)
+  if not at[1] then
     refuse(ERR.UNKNOWN_CLUSTER, "job=" .. root .. " cluster=" .. cluster .. ": no such cluster job")
   end
   if role ~= "client" and role ~= "worker" then
@@ -24,8 +27,10 @@ local function load_node(cluster, role, node)
   return {
     root = root, cluster = cluster, role = role, node = node, job = job,
     status = tonumber(status),
-    process_stage = hget_int(job, F.PROCESS_STAGE),
-    generation = hget_int(job, F.GENERATION),
+    process_stage = as_int(at[2], 0),
+    generation = as_int(at[3], 0),
+    round = as_int(at[4], 0),
+    flags = { [F.JOBSHEET_FLAG] = as_int(at[5], 0), [F.DATASET_FLAG] = as_int(at[6], 0) },
   }
 end
 
@@ -50,7 +55,7 @@ local function check_transition(ctx, name, generation)
         .. " but the cluster is at generation " .. ctx.generation)
     end
   end
-  if t.flag and hget_int(ctx.job, t.flag) ~= FLAG.UP then
+  if t.flag and ctx.flags[t.flag] ~= FLAG.UP then
     refuse(ERR.ILLEGAL_TRANSITION, describe(ctx, name) .. ": " .. t.flag .. " is not set yet")
   end
   if t.process_stage and ctx.process_stage ~= t.process_stage then

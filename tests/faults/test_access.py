@@ -423,8 +423,8 @@ def test_a_confined_node_runs_its_job_and_cannot_touch_another(acl_server: Serve
         # A script that reaches jobB's keys from its arguments while KEYS[1] is jobA's own
         # (running) hash: refused inside the script, by the same ACL check.
         with pytest.raises(redis.ResponseError, match="can't access at least one of the keys"):
-            Scripts(node)._scripts["claim_slot"](keys=[keys.job("jobA")],
-                                                 args=["jobB", "client", "intruder", "", ""])
+            Scripts(node)._call("claim_slot", [keys.job("jobA")],
+                                ["jobB", "client", "intruder", "", ""])
         # The node runs its job with the scripts, start to end.
         mine = Driver(node, "jobA", rounds=2)
         mine.ack_all_jobsheets()

@@ -36,8 +36,8 @@ local function main()
   elseif offered ~= "" and offered ~= kept then
     redis.call("DEL", KEY.blob(ctx.root, offered))
   end
-  local status = move_node(ctx, "ack_dataset")
-  settle(ctx.root, ctx.cluster)
+  local status, move = move_node(ctx, "ack_dataset")
+  settle(ctx.root, ctx.cluster, move)
   return status
 end
 

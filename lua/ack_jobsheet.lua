@@ -18,8 +18,8 @@
 local function main()
   local ctx, repeated = begin("ack_jobsheet")
   if repeated then return ctx.status end
-  local status = move_node(ctx, "ack_jobsheet")
-  settle(ctx.root, ctx.cluster)
+  local status, move = move_node(ctx, "ack_jobsheet")
+  settle(ctx.root, ctx.cluster, move)
   return status
 end
 

@@ -23,8 +23,8 @@ local function main()
     refuse(ERR.ILLEGAL_TRANSITION, describe(ctx, "start_aggregation")
       .. ": already uploaded in generation " .. ctx.generation)
   end
-  local status = move_node(ctx, "start_aggregation")
-  recompute_stages(ctx.root, ctx.cluster)
+  local status, move = move_node(ctx, "start_aggregation")
+  recompute_stages(ctx.root, ctx.cluster, move)
   return status
 end
 

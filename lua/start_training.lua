@@ -23,8 +23,8 @@ local function main()
     refuse(ERR.ILLEGAL_TRANSITION, describe(ctx, "start_training")
       .. ": already submitted in generation " .. ctx.generation)
   end
-  local status = move_node(ctx, "start_training")
-  recompute_stages(ctx.root, ctx.cluster)
+  local status, move = move_node(ctx, "start_training")
+  recompute_stages(ctx.root, ctx.cluster, move)
   return status
 end
 

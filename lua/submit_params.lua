@@ -33,8 +33,8 @@ local function main()
     refuse(ERR.BAD_ARGUMENT, describe(ctx, "submit_params")
       .. ": samples must be a positive integer, got '" .. tostring(ARGV[6]) .. "'")
   end
-  local status = move_node(ctx, "submit_params", { "digest", digest, "samples", samples })
-  recompute_stages(ctx.root, ctx.cluster)
+  local status, move = move_node(ctx, "submit_params", { "digest", digest, "samples", samples })
+  recompute_stages(ctx.root, ctx.cluster, move)
   record_submission(ctx.root, ctx.cluster, ctx.node, digest, samples)
   return status
 end

@@ -36,9 +36,9 @@ local function main()
       .. ": not aggregating in generation " .. ctx.generation .. " (start_aggregation first)")
   end
   check_blob(ctx, "upload_aggregate", digest, "aggregate")
-  local status = move_node(ctx, "upload_aggregate", { "digest", digest })
+  local status, move = move_node(ctx, "upload_aggregate", { "digest", digest })
   redis.call("HSET", KEY.aggregates(ctx.root, ctx.cluster), ctx.node, digest)
-  recompute_stages(ctx.root, ctx.cluster)
+  recompute_stages(ctx.root, ctx.cluster, move)
   local workers = redis.call("HLEN", KEY.workers(ctx.root, ctx.cluster))
   if redis.call("HLEN", KEY.aggregates(ctx.root, ctx.cluster)) == workers then
     conclude(ctx.root, ctx.cluster, false)

@@ -39,7 +39,8 @@ local out = {}
 for name, value in pairs(STATUS) do out[#out + 1] = "STATUS." .. name .. "=" .. value end
 for name, value in pairs(STAGE) do out[#out + 1] = "STAGE." .. name .. "=" .. value end
 for name, value in pairs(F) do out[#out + 1] = "F." .. name .. "=" .. value end
-for name, t in pairs(TRANSITIONS) do
+for _, name in ipairs(TRANSITION_NAMES) do
+  local t = TRANSITIONS[name]
   local src = {}
   for s, _ in pairs(t.source) do src[#src + 1] = s end
   table.sort(src)

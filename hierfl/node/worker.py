@@ -29,11 +29,14 @@ class WorkerNode(NodeRuntime):
         self.is_root = slot.cluster == slot.root
         self.test: tuple[np.ndarray, np.ndarray] | None = None
         self._all_scored_at: tuple[int, int, int] | None = None  # see _may_have_unscored
+        self._peers: list[str] = []  # the root's workers, who share the scoring
 
     def load_data(self) -> None:
         if self.is_root:
             digest = self.client.get(keys.testset(self.slot.root)).decode()
             self.test = self.load_share(digest)
+            self._peers = sorted(w.decode() for w in self.client.hkeys(keys.workers(
+                self.slot.root)))
 
     def initial_candidate(self) -> str:
         if self.client.hexists(keys.job(self.slot.root), Field.CANDIDATE.value):
@@ -61,7 +64,7 @@ class WorkerNode(NodeRuntime):
         self._score_rounds()
 
     def before_exit(self, state: ClusterState) -> None:
-        self._score_rounds()
+        self._score_rounds(everyone=True)
 
     # -- aggregation -----------------------------------------------------------------------
 
@@ -155,15 +158,24 @@ class WorkerNode(NodeRuntime):
         self._all_scored_at = mark
         return False
 
-    def _unscored_rounds(self) -> dict[int, str]:
+    def _unscored_rounds(self, everyone: bool = False) -> dict[int, str]:
+        """Rounds without a metric that this worker should score now: its own share of them
+        (round mod the number of root workers picks one), so the root's workers do not all
+        evaluate the same model at once; any round still unscored once a later round was
+        agreed (its worker may be gone); with `everyone`, all of them."""
         if not self.is_root or self.test is None:
             return {}
         scored = {m["round"] for m in read_metrics(self.client, self.slot.root)}
         history = read_history(self.client, self.slot.root)
-        return {r: d for r, d in history.items() if r not in scored}
+        unscored = {r: d for r, d in history.items() if r not in scored}
+        if everyone or not unscored or not self._peers:
+            return unscored
+        latest = max(history)
+        return {r: d for r, d in unscored.items()
+                if r < latest or self._peers[r % len(self._peers)] == self.slot.node}
 
-    def _score_rounds(self) -> None:
-        for round_, digest in sorted(self._unscored_rounds().items()):
+    def _score_rounds(self, everyone: bool = False) -> None:
+        for round_, digest in sorted(self._unscored_rounds(everyone).items()):
             model = self.new_model(("eval",))
             try:
                 params = P.from_bytes(self.blobs.get(digest))

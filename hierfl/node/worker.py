@@ -144,12 +144,10 @@ class WorkerNode(NodeRuntime):
     # -- evaluation (root workers) ---------------------------------------------------------
 
     def _may_have_unscored(self, state: ClusterState) -> bool:
-        """A root worker's rounds to score. The history gains a round only in a script that
-        also moves the root's round, generation or process stage, so once every round was
-        found scored, none is unscored until one of those moves (metrics are not re-read on
-        every wake-up)."""
-        if not self.is_root or self.test is None:
-            return False
+        """A root worker's rounds to score (`_unscored_rounds`). The history gains a round,
+        and a round becomes overdue, only in a script that also moves the root's round,
+        generation or process stage, so once none was found for this worker, none is until
+        one of those moves (metrics are not re-read on every wake-up)."""
         mark = (state.generation, state.round, state.process_stage)
         if mark == self._all_scored_at:
             return False

@@ -2,9 +2,9 @@
 
 The nodes are the same `ClientNode` and `WorkerNode` that `hierfl node` runs, calling the same
 scripts on the same server; only their waiters share a `NotificationHub`, their reads of a
-cluster after a notification share one snapshot (`SharedReads`), and their Redis client shares
-one connection pool. `hierfl simulate` runs a whole tree this way and `hierfl
-node --count N` runs N nodes of one role.
+cluster after a notification share one snapshot (`SharedReads`), they download each blob once
+for all (`BlobCache`), and their Redis client shares one connection pool. `hierfl simulate`
+runs a whole tree this way and `hierfl node --count N` runs N nodes of one role.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from hierfl.node.client import ClientNode
 from hierfl.node.runtime import NodeRuntime, Slot
 from hierfl.node.worker import WorkerNode
 from hierfl.protocol import Role
+from hierfl.store.blobs import BlobCache
 from hierfl.store.hub import NotificationHub, SharedReads, Turns
 from hierfl.store.shards import is_cluster
 from hierfl.store.waiter import SAFETY_TIMEOUT
@@ -54,6 +55,9 @@ class NodePool:
         self.hub = NotificationHub(client, self.turns)
         # One read per notification for all the nodes of a cluster (single server only).
         self.shared_reads = None if is_cluster(client) else SharedReads(client, self.hub)
+        # Each blob downloaded once for all the nodes (the same global model, read by every
+        # worker of a cluster and every client).
+        self.blob_cache = BlobCache.from_env()
         self.exit_codes: dict[Slot, int] = {}
         self.errors: dict[Slot, BaseException] = {}
         self._threads: dict[Slot, threading.Thread] = {}
@@ -69,7 +73,8 @@ class NodePool:
     def node(self, slot: Slot, data: Path | None = None) -> NodeRuntime:
         options = {"url": self.url, "safety_timeout": self.safety_timeout,
                    "waiters": self.hub.waiter, "sleep": self.turns.sleep,
-                   "reader": self.shared_reads.read if self.shared_reads else None}
+                   "reader": self.shared_reads.read if self.shared_reads else None,
+                   "blob_cache": self.blob_cache}
         if slot.role == Role.CLIENT:
             return ClientNode(self.client, slot, data=data, **options)
         return WorkerNode(self.client, slot, **options)

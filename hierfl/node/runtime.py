@@ -47,7 +47,7 @@ from hierfl.learning.models import build_model
 from hierfl.node.machine import NodeMachine
 from hierfl.protocol import NodeStatus, Outcome, ProcessStage, Role
 from hierfl.sheet import JobSheet
-from hierfl.store.blobs import BlobStore
+from hierfl.store.blobs import BlobCache, BlobStore
 from hierfl.store.connection import check_server, url_for_display
 from hierfl.store.scripts import Scripts
 from hierfl.store.shards import (
@@ -151,9 +151,11 @@ class NodeRuntime:
         waiters: WaiterFactory | None = None,
         reader: ClusterReader | None = None,
         sleep: Callable[[float], None] = time.sleep,
+        blob_cache: BlobCache | None = None,
     ) -> None:
         """`waiters` makes this node's waiters: by default a subscription of its own
-        (`KeyWaiter`); many nodes in one process share one (`NotificationHub.waiter`)."""
+        (`KeyWaiter`); many nodes in one process share one (`NotificationHub.waiter`), and
+        a `blob_cache` so that each blob is downloaded once."""
         # Every lost connection goes through one path, `_reconnect` and a fresh session, so
         # redis-py's own silent retries (which would re-subscribe behind the waiter's back) are
         # off for this node's client. (A client shared by many nodes comes without them from
@@ -170,7 +172,7 @@ class NodeRuntime:
         self.reconnect_timeout = reconnect_timeout
         self.sleep = sleep  # reconnection backoff (nodes taking turns give theirs back)
         self.scripts = Scripts(client)
-        self.blobs = BlobStore(client, slot.root)
+        self.blobs = BlobStore(client, slot.root, blob_cache)
         self.safety_timeout = safety_timeout
         self.waiters: WaiterFactory = waiters or (
             lambda watched, timeout: KeyWaiter(client, watched, timeout))
@@ -415,9 +417,10 @@ class NodeRuntime:
         """Store the parameters this node computed in `state`'s generation; their digest.
 
         The one place where a node's result enters Redis (fault tests replace it to play a
-        node that sends garbage).
+        node that sends garbage). A worker's aggregate is not sent again when a peer stored
+        the same one first (`BlobStore.put`'s `unless_stored`; see `WorkerNode._upload`).
         """
-        return self.blobs.put(P.to_bytes(params))
+        return self.blobs.put(P.to_bytes(params), unless_stored=self.role == Role.WORKER)
 
     def load_share(self, digest: str) -> tuple[np.ndarray, np.ndarray]:
         return decode_share(self.blobs.get(digest))

@@ -11,13 +11,14 @@ from hierfl.errors import (
     HierflError,
     IllegalTransition,
     IntegrityError,
+    ScriptError,
     StaleGeneration,
 )
 from hierfl.learning import params as P
 from hierfl.learning.aggregation import aggregate
 from hierfl.learning.evaluation import evaluate
 from hierfl.node.runtime import NodeRuntime, Slot
-from hierfl.protocol import Field, ProcessStage, Role
+from hierfl.protocol import ErrorCode, Field, ProcessStage, Role
 from hierfl.store.state import ClusterState, read_history, read_metrics
 
 
@@ -77,10 +78,26 @@ class WorkerNode(NodeRuntime):
                                               self._size_limit(len(stored)))
         rule = self.sheet.aggregation
         result = aggregate(submissions, rule=rule.rule, trim=rule.trim)
-        digest = self.publish(result, state)
-        self._call("upload_aggregate", self.scripts.upload_aggregate, gen, digest)
+        digest = self._upload(result, state)
         self.log.info("generation %d: aggregated %d submissions (%s) into %s",
                       gen, len(submissions), rule.rule, digest[:12])
+
+    def _upload(self, result: P.Params, state: ClusterState) -> str:
+        """Store the aggregate and say so (upload_aggregate); its digest. A peer's identical
+        aggregate already stored is not sent again, unless that copy was retired before the
+        call (MISSING_BLOB): then once more, sent in full."""
+        digest = self.publish(result, state)
+        try:
+            self._call("upload_aggregate", self.scripts.upload_aggregate, state.generation,
+                       digest)
+        except ScriptError as exc:
+            if exc.code != ErrorCode.MISSING_BLOB:
+                raise
+            self.log.info("the stored copy of aggregate %s was retired; uploading it", digest[:12])
+            self.blobs.put(P.to_bytes(result))
+            self._call("upload_aggregate", self.scripts.upload_aggregate, state.generation,
+                       digest)
+        return digest
 
     def _valid_submissions(self, reference: dict[str, np.ndarray], gen: int, global_digest: str,
                            limit: int) -> list:

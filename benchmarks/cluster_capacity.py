@@ -29,10 +29,8 @@ from benchlib import parser, table
 from redis.cluster import RedisCluster
 
 from hierfl import keys
-from hierfl.cli.simulate import logging_to, tree_slots
 from hierfl.lifecycle import delete_job, deploy_job
-from hierfl.node.claim import claim_slot
-from hierfl.node.pool import POOL_CONNECTIONS, NodePool
+from hierfl.node.pool import POOL_CONNECTIONS, NodePool, logging_to, tree_slots
 from hierfl.sheet import parse_sheet
 from hierfl.store.connection import connect
 from hierfl.store.local_cluster import LocalCluster
@@ -111,9 +109,7 @@ def run(url: str, jobs: int, rounds: int) -> tuple[list[Shard], float, float]:
             logging_to(Path(tmp) / "nodes.log", logging.WARNING), NodePool(client, url) as pool:
         started = time.monotonic()
         for tree in trees.values():
-            for slot in tree_slots(tree):
-                pool.start(claim_slot(client, slot.role, cluster=slot.cluster, node=slot.node,
-                                      waiters=pool.hub.waiter))
+            pool.start_slots(tree_slots(tree))
         failed = pool.wait(600)
         took = time.monotonic() - started
     after = primary_stats(client)

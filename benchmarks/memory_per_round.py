@@ -20,10 +20,8 @@ from pathlib import Path
 import redis
 
 from hierfl import keys
-from hierfl.cli.simulate import tree_slots
 from hierfl.lifecycle import deploy_job
-from hierfl.node.claim import claim_slot
-from hierfl.node.pool import POOL_CONNECTIONS, NodePool
+from hierfl.node.pool import POOL_CONNECTIONS, NodePool, tree_slots
 from hierfl.sheet import load_sheet
 from hierfl.store.connection import connect
 from hierfl.store.server import EmbeddedServer
@@ -51,9 +49,7 @@ def run(url: str, sheet_path: Path, rounds: int, keep: bool) -> list[tuple[int, 
                      blob_count(client, sheet.name)))
 
     with NodePool(client, url) as pool, KeyWaiter(client, [keys.job(sheet.name)], 5.0) as w:
-        for slot in tree_slots(tree):
-            pool.start(claim_slot(client, slot.role, cluster=slot.cluster, node=slot.node,
-                                  waiters=pool.hub.waiter))
+        pool.start_slots(tree_slots(tree))
         seen = 0
         while True:
             top = read_cluster(client, sheet.name)

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import tempfile
 import time
+from collections.abc import Callable
 from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,13 +39,13 @@ import benchlib
 import redis
 
 from hierfl import keys
-from hierfl.cli.run import deploy_unique
-from hierfl.cli.simulate import EXIT_TIMEOUT, logging_to, tree_slots
+from hierfl.cli.run import check_nodes, deploy_unique, stop_nodes
+from hierfl.cli.simulate import EXIT_TIMEOUT
 from hierfl.errors import HierflError
 from hierfl.jobtree import ClusterSpec
 from hierfl.lifecycle import cancel_job, delete_job
-from hierfl.node.claim import claim_slot
-from hierfl.node.pool import CONCURRENCY, POOL_CONNECTIONS, NodePool
+from hierfl.node import part
+from hierfl.node.pool import CONCURRENCY, POOL_CONNECTIONS, NodePool, logging_to, tree_slots
 from hierfl.protocol import ProcessStage
 from hierfl.sheet import JobSheet, parse_sheet
 from hierfl.store.connection import connect
@@ -63,6 +64,8 @@ QUICK_MEASURED = {10: 8, 100: 3, 1000: 1}
 #: (clients, levels) -> seconds per round the issue asks for.
 TARGETS = {(10, 2): 0.020, (1000, 2): 1.0}
 JOB_TIMEOUT = 900.0
+#: Node processes by default: one per core (Python runs one thread at a time per process).
+PROCESSES = CONCURRENCY
 
 
 def sheet_for(clients: int, levels: int, workers: int, rounds: int, model: str,
@@ -149,8 +152,8 @@ class RoundWatcher:
         self.deployed_ms = 0
         self.finished_ms = 0
 
-    def follow(self, pool: NodePool) -> None:
-        """Until the job is finished; raises if a node failed or it took too long."""
+    def follow(self, check: Callable[[], None]) -> None:
+        """Until the job is finished; raises if a node failed (`check`) or it took too long."""
         deadline = time.monotonic() + JOB_TIMEOUT
         watched = [keys.job(self.root), keys.stages(self.root)]  # stages: every node exited
         with KeyWaiter(self.client, watched, safety_timeout=1.0) as waiter:
@@ -165,7 +168,7 @@ class RoundWatcher:
                     self.finished_ms = state.server_ms
                 if state.exited:
                     return
-                pool.check()
+                check()
                 if time.monotonic() > deadline:
                     raise HierflError(f"job {self.root} did not finish within "
                                       f"{JOB_TIMEOUT:.0f} s")
@@ -182,20 +185,32 @@ class RoundWatcher:
                 (starts[1] - self.deployed_ms) / 1000)
 
 
-def run_job(url: str, sheet: JobSheet, log_dir: Path, concurrency: int = CONCURRENCY
-            ) -> tuple[list[ClusterSpec], RoundWatcher]:
-    """Deploy and run `sheet` with every node a thread; its tree and what was watched."""
+def run_job(url: str, sheet: JobSheet, log_dir: Path, concurrency: int = CONCURRENCY,
+            processes: int = 1) -> tuple[list[ClusterSpec], RoundWatcher]:
+    """Deploy and run `sheet` with every node a thread, of this process or of `processes`
+    child processes (as `hierfl simulate --processes`); its tree and what was watched."""
     client = connect(url, pool_size=POOL_CONNECTIONS)
     job, tree = deploy_unique(client, sheet, None)
     watcher = RoundWatcher(client, job.name, 2, job.rounds)
+    exit_timeout = EXIT_TIMEOUT * max(1, len(tree) // 10)
     try:
+        if processes > 1:
+            shares_dir = log_dir / job.name
+            shares_dir.mkdir()
+            procs = part.start(url, part.split(tree, processes), concurrency, shares_dir)
+            try:
+                watcher.follow(lambda: check_nodes(procs))
+                for proc in procs.values():
+                    proc.wait(exit_timeout)
+                check_nodes(procs)
+            finally:
+                stop_nodes(procs)
+            return tree, watcher
         with (logging_to(log_dir / f"{job.name}.log"),
               NodePool(client, url, concurrency=concurrency) as pool):
-            for slot in tree_slots(tree):
-                pool.start(claim_slot(client, slot.role, cluster=slot.cluster, node=slot.node,
-                                      waiters=pool.hub.waiter))
-            watcher.follow(pool)
-            pool.wait(EXIT_TIMEOUT * max(1, len(tree) // 10))
+            pool.start_slots(tree_slots(tree))
+            watcher.follow(pool.check)
+            pool.wait(exit_timeout)
         return tree, watcher
     except BaseException:
         with suppress(HierflError, redis.RedisError):  # it may have ended already
@@ -207,9 +222,10 @@ def run_job(url: str, sheet: JobSheet, log_dir: Path, concurrency: int = CONCURR
 
 
 def measure(url: str, clients: int, levels: int, workers: int, measured: int, model: str,
-            hidden: list[int], log_dir: Path, concurrency: int = CONCURRENCY) -> Result:
+            hidden: list[int], log_dir: Path, concurrency: int = CONCURRENCY,
+            processes: int = 1) -> Result:
     sheet = sheet_for(clients, levels, workers, measured + 2, model, hidden)
-    tree, watcher = run_job(url, sheet, log_dir, concurrency)
+    tree, watcher = run_job(url, sheet, log_dir, concurrency, processes)
     spans, setup = watcher.spans_and_setup(sheet.rounds)
     return Result(clients, levels, len(tree), sum(len(s.workers) for s in tree), measured,
                   setup, spans, watcher.snaps[2], watcher.snaps[sheet.rounds])
@@ -243,6 +259,10 @@ def main() -> None:
     p.add_argument("--model", default="mlp", help='"mlp" or "package.module:factory"')
     p.add_argument("--concurrency", type=int, default=CONCURRENCY,
                    help=f"nodes running at once (default: one per core, {CONCURRENCY} here)")
+    p.add_argument("--processes", type=int, default=PROCESSES,
+                   help="spread the nodes over this many processes, whole clusters in each "
+                        f"(as hierfl simulate --processes; default {PROCESSES}; 1: all threads "
+                        "of this one)")
     p.add_argument("--rounds", type=int, default=0,
                    help="rounds measured per configuration (0: 20, 8, 2 by client count)")
     args = p.parse_args()
@@ -259,15 +279,19 @@ def main() -> None:
         for clients, levels in plan:
             results.append(measure(url, clients, levels, args.workers,
                                    args.rounds or rounds[clients], args.model, hidden, log_dir,
-                                   args.concurrency))
+                                   args.concurrency, args.processes))
             print(f"measured {clients} clients at {levels} levels: "
                   f"{results[-1].row()[6]:.1f} ms/round", flush=True)
     print(f"\nno-op rounds, {parameter_count(args.model, hidden):,}-parameter model, "
-          f"{args.workers} workers per cluster, every node a thread of one process "
-          f"({args.concurrency} running at once); "
+          f"{args.workers} workers per cluster, every node a thread of "
+          f"{_processes(args.processes)} ({args.concurrency} running at once in each); "
           f"redis-server {version}; node logs in {log_dir}")
     print(benchlib.table(HEADERS, [r.row() for r in results]))
     verdicts(results)
+
+
+def _processes(n: int) -> str:
+    return "this process" if n == 1 else f"{n} processes (whole clusters in each)"
 
 
 HEADERS = ["clients", "levels", "clusters", "workers", "rounds", "setup s", "ms/round",

@@ -74,6 +74,15 @@ def test_run_two_level_sheet_with_node_processes(hierfl_env, tmp_path):
     assert_all_done(threads)
     assert threads["clusters"]["two-3"]["global"] == data["clusters"]["two"]["global"]
     assert (tmp_path / "runs" / "two-3" / "nodes.log").stat().st_size > 0
+    # Spread over two processes, whole clusters in each: still the same bytes.
+    out = finish(hierfl("simulate", str(sheet), "--runs-dir", str(tmp_path / "runs"),
+                        "--json", "--processes", "2", env=hierfl_env))
+    spread = json.loads(out[out.index("{"):])
+    assert_all_done(spread)
+    assert spread["clusters"]["two-4"]["global"] == data["clusters"]["two"]["global"]
+    for i in (0, 1):
+        assert "ready: job sheet and dataset acknowledged" in (
+            tmp_path / "runs" / "two-4" / f"nodes-{i}.log").read_text()
 
 
 def test_init_job_then_nodes_that_claim_their_own_slots(hierfl_env):

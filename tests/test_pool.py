@@ -50,3 +50,16 @@ def test_node_count_runs_a_whole_job_from_two_processes(hierfl_env):
     assert data["outcome"] == "completed" and data["metrics"][-1]["round"] == 2
     assert all(set(c["clients"].values()) <= {5} and set(c["workers"].values()) == {5}
                for c in data["clusters"].values())
+
+
+def test_a_tree_splits_into_shares_of_whole_clusters_even_in_node_count():
+    from hierfl.jobtree import build_tree
+    from hierfl.node.part import split
+
+    tree = build_tree("sp", sub=[3], clients=[0, 4], workers=[3, 2], cluster_epochs=[1, 1])
+    shares = split(tree, 2)
+    by_share = [{slot.cluster for slot in share} for share in shares]
+    assert sorted(map(len, shares)) == [9, 12]  # 6 + 6 + 3 (root) over two: 12 and 9
+    assert all(not (a & b) for a, b in [(by_share[0], by_share[1])])
+    assert sum(map(len, shares)) == 3 + 3 * 6
+    assert len(split(tree, 8)) == 4  # no empty share: at most one per cluster

@@ -1,18 +1,17 @@
-"""`hierfl simulate SHEET`: every node of a tree as a thread of this one process.
+"""`hierfl simulate SHEET`: every node of a tree as a thread of this one process (or of a few:
+`--processes`).
 
 The same deploy, node code, scripts and server as `hierfl run`, without a process per node:
 one notification connection serves every waiter, so a tree of a thousand clients runs on a
-laptop. Node logs go to one file under the run's directory.
+laptop. Node logs go to one file under the run's directory (one per process).
 """
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
 
+import redis
 import typer
 
 from hierfl.cli.common import RedisOption, open_redis, out, reports_errors
@@ -26,26 +25,32 @@ from hierfl.cli.run import (
     SheetArgument,
     TimeoutOption,
     cancelled_unless_finished,
+    check_nodes,
     conclude,
     deploy_unique,
     follow,
     load_run_sheet,
     make_log_dir,
     node_count,
+    stop_nodes,
 )
-from hierfl.jobtree import ClusterSpec
-from hierfl.node.claim import claim_slot
-from hierfl.node.pool import CONCURRENCY, POOL_CONNECTIONS, NodePool
+from hierfl.node import part
+from hierfl.node.pool import CONCURRENCY, POOL_CONNECTIONS, NodePool, logging_to, tree_slots
 from hierfl.node.runtime import Slot
-from hierfl.protocol import Role
+from hierfl.store.state import JobStatus
 
 #: How long the nodes may take to exit once the job has finished (seconds).
 EXIT_TIMEOUT = 60.0
 
 ConcurrencyOption = Annotated[
-    int, typer.Option(min=1, help="Nodes of this process that run at once (training, "
+    int, typer.Option(min=1, help="Nodes of a process that run at once (training, "
                                   "aggregating, calling Redis); a node waiting for a "
                                   "notification does not count. Default: one per core.")
+]
+ProcessesOption = Annotated[
+    int, typer.Option(min=1, help="Spread the nodes over this many child processes, whole "
+                                  "clusters in each, to use more than one core (1: every "
+                                  "node a thread of this process).")
 ]
 
 
@@ -60,47 +65,47 @@ def simulate(
     as_json: JsonOption = False,
     redis_url: RedisOption = None,
     concurrency: ConcurrencyOption = CONCURRENCY,
+    processes: ProcessesOption = 1,
 ) -> None:
-    """Run a whole federated job with every node as a thread of this process."""
+    """Run a whole federated job with every node as a thread of this process (or of
+    --processes child processes, whole clusters in each)."""
     job = load_run_sheet(sheet, rounds, timeout)
     client, url = open_redis(redis_url, pool_size=POOL_CONNECTIONS)
     job, tree = deploy_unique(client, job, name)
     say = (lambda *a: None) if quiet or as_json else out.print
+    progress = RoundProgress(out, job.rounds, enabled=not (quiet or as_json))
     with cancelled_unless_finished(client, job.name):
-        log_file = make_log_dir(runs_dir, job.name) / "nodes.log"
-        say(f"job [bold]{job.name}[/bold]: {len(tree)} clusters, {node_count(tree)} nodes as "
-            f"threads of this process, {job.rounds} rounds; node log in {log_file}")
-        with logging_to(log_file), NodePool(client, url, concurrency=concurrency) as pool:
-            for slot in tree_slots(tree):
-                pool.start(claim_slot(client, slot.role, cluster=slot.cluster, node=slot.node,
-                                      waiters=pool.hub.waiter))
-            with RoundProgress(out, job.rounds, enabled=not (quiet or as_json)) as progress:
-                status = follow(client, job.name, pool.check, progress, timeout)
-            pool.wait(EXIT_TIMEOUT)
+        log_dir = make_log_dir(runs_dir, job.name)
+        shares = part.split(tree, processes) if processes > 1 else []
+        if shares:
+            say(f"job [bold]{job.name}[/bold]: {len(tree)} clusters, {node_count(tree)} nodes "
+                f"as threads of {len(shares)} processes, {job.rounds} rounds; node logs in "
+                f"{log_dir}/nodes-*.log")
+            status = _in_processes(client, url, job.name, shares, concurrency, log_dir,
+                                   progress, timeout)
+        else:
+            log_file = log_dir / "nodes.log"
+            say(f"job [bold]{job.name}[/bold]: {len(tree)} clusters, {node_count(tree)} nodes "
+                f"as threads of this process, {job.rounds} rounds; node log in {log_file}")
+            with logging_to(log_file), NodePool(client, url, concurrency=concurrency) as pool:
+                pool.start_slots(tree_slots(tree))
+                with progress:
+                    status = follow(client, job.name, pool.check, progress, timeout)
+                pool.wait(EXIT_TIMEOUT)
     conclude(status, as_json, quiet)
 
 
-def tree_slots(tree: list[ClusterSpec]) -> list[Slot]:
-    """Every node of the tree: workers first, cluster by cluster in pre-order."""
-    return [Slot(spec.name, role, node)
-            for spec in tree
-            for role, ids in ((Role.WORKER, spec.workers), (Role.CLIENT, spec.clients))
-            for node in ids]
-
-
-@contextmanager
-def logging_to(path: Path, level: int = logging.INFO) -> Iterator[None]:
-    """Send the nodes' log records to `path` instead of the terminal."""
-    handler = logging.FileHandler(path, encoding="utf-8")
-    handler.setFormatter(logging.Formatter(
-        "%(asctime)s %(levelname)s %(threadName)s %(name)s: %(message)s"))
-    root = logging.getLogger()
-    previous = root.level
-    root.addHandler(handler)
-    root.setLevel(level)
+def _in_processes(client: redis.Redis, url: str, root: str, shares: list[list[Slot]],
+                  concurrency: int, log_dir: Path, progress: RoundProgress,
+                  timeout: float | None) -> JobStatus:
+    """Follow the job while child processes run its nodes; they are stopped if it fails."""
+    procs = part.start(url, shares, concurrency, log_dir)
     try:
-        yield
+        with progress:
+            status = follow(client, root, lambda: check_nodes(procs), progress, timeout)
+        for proc in procs.values():
+            proc.wait(EXIT_TIMEOUT)
+        check_nodes(procs)
+        return status
     finally:
-        root.removeHandler(handler)
-        root.setLevel(previous)
-        handler.close()
+        stop_nodes(procs)

@@ -14,11 +14,15 @@ import os
 import queue
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import redis
 
 from hierfl.errors import HierflError
+from hierfl.jobtree import ClusterSpec
+from hierfl.node.claim import claim_slot
 from hierfl.node.client import ClientNode
 from hierfl.node.runtime import NodeRuntime, Slot
 from hierfl.node.worker import WorkerNode
@@ -79,6 +83,12 @@ class NodePool:
             return ClientNode(self.client, slot, data=data, **options)
         return WorkerNode(self.client, slot, **options)
 
+    def start_slots(self, slots: list[Slot]) -> None:
+        """Claim each of these slots (by name) and start its node."""
+        for slot in slots:
+            self.start(claim_slot(self.client, slot.role, cluster=slot.cluster, node=slot.node,
+                                  waiters=self.hub.waiter))
+
     def start(self, slot: Slot, data: Path | None = None) -> None:
         runtime = self.node(slot, data)
         thread = threading.Thread(target=self._run, args=(slot, runtime), name=str(slot),
@@ -126,3 +136,29 @@ class NodePool:
             except queue.Empty:
                 continue
         return 0 if not self.failures() else 1
+
+
+def tree_slots(tree: list[ClusterSpec]) -> list[Slot]:
+    """Every node of the tree: workers first, cluster by cluster in pre-order."""
+    return [Slot(spec.name, role, node)
+            for spec in tree
+            for role, ids in ((Role.WORKER, spec.workers), (Role.CLIENT, spec.clients))
+            for node in ids]
+
+
+@contextmanager
+def logging_to(path: Path, level: int = logging.INFO) -> Iterator[None]:
+    """Send the nodes' log records to `path` instead of the terminal."""
+    handler = logging.FileHandler(path, encoding="utf-8")
+    handler.setFormatter(logging.Formatter(
+        "%(asctime)s %(levelname)s %(threadName)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    previous = root.level
+    root.addHandler(handler)
+    root.setLevel(level)
+    try:
+        yield
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(previous)
+        handler.close()

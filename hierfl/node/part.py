@@ -1,0 +1,75 @@
+"""A tree's nodes spread over several processes: `hierfl simulate --processes N`.
+
+One process runs Python on one core at a time, so on a machine with more cores a large tree
+goes faster as several processes, each running its share of the nodes as threads (a
+`NodePool`, exactly as `hierfl simulate` runs them all in one). A cluster's nodes stay in one
+share: they wake on the same notifications and share each read of their cluster's hash.
+
+Each share is a child process, ``python -m hierfl.node.part``, that reads its slots (and the
+Redis URL, which may hold a password) as JSON from stdin and logs to its own file.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from hierfl.jobtree import ClusterSpec
+from hierfl.node.pool import CONCURRENCY, POOL_CONNECTIONS, NodePool, logging_to, tree_slots
+from hierfl.node.runtime import Slot
+from hierfl.protocol import Role
+from hierfl.store.connection import connect
+
+
+def split(tree: list[ClusterSpec], parts: int) -> list[list[Slot]]:
+    """The tree's slots in `parts` shares of whole clusters, as even in node count as that
+    allows (largest cluster first, each to the share with the fewest nodes so far); no share
+    is empty unless there are fewer clusters than parts."""
+    shares: list[list[Slot]] = [[] for _ in range(parts)]
+    for spec in sorted(tree, key=lambda s: -(len(s.clients) + len(s.workers))):
+        min(shares, key=len).extend(tree_slots([spec]))
+    return [share for share in shares if share]
+
+
+def start(url: str, shares: list[list[Slot]], concurrency: int, log_dir: Path
+          ) -> dict[str, subprocess.Popen]:
+    """One child process per share, its output and node log in ``log_dir/nodes-I.log``;
+    by label (``share I``), for `hierfl.cli.run.check_nodes` and `stop_nodes`."""
+    procs = {}
+    for i, share in enumerate(shares):
+        log_file = log_dir / f"nodes-{i}.log"
+        order = {"url": url, "concurrency": concurrency, "log": str(log_file),
+                 "slots": [[s.cluster, s.role.value, s.node] for s in share]}
+        with open(log_file, "ab") as log:
+            proc = subprocess.Popen([sys.executable, "-m", "hierfl.node.part"],
+                                    stdin=subprocess.PIPE, stdout=log, stderr=subprocess.STDOUT)
+        assert proc.stdin is not None
+        proc.stdin.write(json.dumps(order).encode())
+        proc.stdin.close()
+        procs[f"share {i} ({len(share)} nodes, log {log_file})"] = proc
+    return procs
+
+
+def run_share(url: str, slots: list[Slot], log_file: Path, concurrency: int = CONCURRENCY
+              ) -> int:
+    """Run these nodes as threads of this process until their job ends: 0 if every one
+    exited 0."""
+    client = connect(url, pool_size=POOL_CONNECTIONS)
+    with logging_to(log_file), NodePool(client, url, concurrency=concurrency) as pool:
+        pool.start_slots(slots)
+        code = pool.wait()
+    for slot, why in pool.failures().items():
+        print(f"{slot} failed: {why}", file=sys.stderr)
+    return code
+
+
+def main() -> int:
+    order = json.loads(sys.stdin.read())
+    slots = [Slot(cluster, Role(role), node) for cluster, role, node in order["slots"]]
+    return run_share(order["url"], slots, Path(order["log"]), order["concurrency"])
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -3,11 +3,14 @@
 The job trains nothing (`local_epochs = 0`: a client submits the global model unchanged), so a
 round is nothing but coordination: every client's start_training and submit_params, every
 worker's start_aggregation, download, check, FedAvg and upload_aggregate, consensus at each
-level, the root's next generation, and each node woken by keyspace notifications. The model is
-an MLP of about 100,000 float32 parameters on the digits data (`--hidden`, or `--model
-package.module:factory`). Every node is a thread of this process, exactly as `hierfl simulate`
-runs them (`NodePool`, one `NotificationHub`, the same node code, scripts and server; node logs
-go to a file as simulate's do).
+level, the root's next generation, and each node woken by keyspace notifications. Nor does it
+score each round's model on the test split (`evaluate_every = 0`: only the final one, after the
+measured rounds; `--evaluate-every 1` adds that work). The model is an MLP of about 100,000
+float32 parameters on the digits data (`--hidden`, or `--model package.module:factory`). Every
+node is a thread, exactly as `hierfl simulate --processes N` runs them: N processes, whole
+clusters in each (default one per core; `--processes 1`: threads of this process), each a
+`NodePool` with one `NotificationHub`, the same node code, scripts and server; node logs go to
+files as simulate's do.
 
 Per configuration it reports, over the rounds after the first (round 1 is a warm-up: first
 downloads, first aggregation; setup before it is excluded too):
@@ -18,12 +21,13 @@ downloads, first aggregation; setup before it is excluded too):
 - Redis CPU per round (`INFO cpu`, used_cpu_sys + used_cpu_user);
 - Redis `used_memory` at the end of the measured rounds, and its growth per round.
 
-A watcher in this process snapshots INFO when the root starts round 2 and when it starts the
-last round, so the INFO figures cover whole rounds (a few calls at either end land in the
-window or out of it alike). Targets: under 20 ms per round for 10 clients at two levels, and
-under 1 s for 1,000 clients at two levels.
+A watcher in this process (which runs no nodes unless `--processes 1`) snapshots INFO when the
+root starts round 2 and when it starts the last round, so the INFO figures cover whole rounds (a
+few calls at either end land in the window or out of it alike). Targets: under 20 ms per round
+for 10 clients at two levels, and under 1 s for 1,000 clients at two levels.
 
     python benchmarks/round_overhead.py [--clients 10,100,1000] [--levels 1,2,3] [--quick]
+        [--processes N] [--evaluate-every K]
 """
 
 from __future__ import annotations
@@ -69,8 +73,10 @@ PROCESSES = CONCURRENCY
 
 
 def sheet_for(clients: int, levels: int, workers: int, rounds: int, model: str,
-              hidden: list[int]) -> JobSheet:
-    """A no-op job sheet of that shape, parsed and checked like a user's."""
+              hidden: list[int], evaluate_every: int = 0) -> JobSheet:
+    """A no-op job sheet of that shape, parsed and checked like a user's. By default only the
+    final model is scored on the test split, after the measured rounds (Flower's side of
+    versus_flower.py evaluates nothing either)."""
     sub, leaf = SHAPES[(clients, levels)]
     client_list = [0] * len(sub) + [leaf]
     model_lines = (f'name = "{model}"' if model != "mlp"
@@ -80,6 +86,7 @@ def sheet_for(clients: int, levels: int, workers: int, rounds: int, model: str,
 name = "ro-{clients}-{levels}"
 rounds = {rounds}
 seed = 0
+evaluate_every = {evaluate_every}
 [topology]
 sub = {sub}
 clients = {client_list}
@@ -223,8 +230,8 @@ def run_job(url: str, sheet: JobSheet, log_dir: Path, concurrency: int = CONCURR
 
 def measure(url: str, clients: int, levels: int, workers: int, measured: int, model: str,
             hidden: list[int], log_dir: Path, concurrency: int = CONCURRENCY,
-            processes: int = 1) -> Result:
-    sheet = sheet_for(clients, levels, workers, measured + 2, model, hidden)
+            processes: int = 1, evaluate_every: int = 0) -> Result:
+    sheet = sheet_for(clients, levels, workers, measured + 2, model, hidden, evaluate_every)
     tree, watcher = run_job(url, sheet, log_dir, concurrency, processes)
     spans, setup = watcher.spans_and_setup(sheet.rounds)
     return Result(clients, levels, len(tree), sum(len(s.workers) for s in tree), measured,
@@ -263,6 +270,9 @@ def main() -> None:
                    help="spread the nodes over this many processes, whole clusters in each "
                         f"(as hierfl simulate --processes; default {PROCESSES}; 1: all threads "
                         "of this one)")
+    p.add_argument("--evaluate-every", type=int, default=0,
+                   help="root workers score every k-th round's model on the test split "
+                        "(default 0: only the final one, after the measured rounds)")
     p.add_argument("--rounds", type=int, default=0,
                    help="rounds measured per configuration (0: 20, 8, 2 by client count)")
     args = p.parse_args()
@@ -279,15 +289,22 @@ def main() -> None:
         for clients, levels in plan:
             results.append(measure(url, clients, levels, args.workers,
                                    args.rounds or rounds[clients], args.model, hidden, log_dir,
-                                   args.concurrency, args.processes))
+                                   args.concurrency, args.processes, args.evaluate_every))
             print(f"measured {clients} clients at {levels} levels: "
                   f"{results[-1].row()[6]:.1f} ms/round", flush=True)
     print(f"\nno-op rounds, {parameter_count(args.model, hidden):,}-parameter model, "
           f"{args.workers} workers per cluster, every node a thread of "
-          f"{_processes(args.processes)} ({args.concurrency} running at once in each); "
+          f"{_processes(args.processes)} ({args.concurrency} running at once in each), "
+          f"{_scoring(args.evaluate_every)}; "
           f"redis-server {version}; node logs in {log_dir}")
     print(benchlib.table(HEADERS, [r.row() for r in results]))
     verdicts(results)
+
+
+def _scoring(every: int) -> str:
+    return ("only the final model scored" if every == 0
+            else f"every {every}. round's model scored" if every > 1
+            else "every round's model scored")
 
 
 def _processes(n: int) -> str:

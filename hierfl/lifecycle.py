@@ -45,7 +45,7 @@ def deploy_job(client: redis.Redis, sheet: JobSheet) -> list[ClusterSpec]:
     testset = blobs.put(plan.test)
     scripts = Scripts(client)
     scripts.deploy(root, tree, stored.to_json(), sheet.rounds, shares, testset,
-                   sheet.keep_checkpoints)
+                   sheet.keep_checkpoints, sheet.evaluate_every)
     scripts.register_job(root)
     return tree
 

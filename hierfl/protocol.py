@@ -87,6 +87,7 @@ class Field(str, Enum):
     OUTCOME = "outcome"  # root only
     REASON = "reason"  # root only: why the job failed
     KEEP_CHECKPOINTS = "keep_checkpoints"  # root only: 1 keeps every round's global blob
+    EVALUATE_EVERY = "evaluate_every"  # root only: rounds between scored rounds (evaluated)
     ROUND_TIMEOUT = "round_timeout"  # ms a generation may wait for submissions; 0 = forever
     MIN_CLIENTS = "min_clients"  # submissions needed by that deadline; 0 = every member
     AGGREGATION_TIMEOUT = "aggregation_timeout"  # ms to wait for aggregates; 0 = forever
@@ -203,3 +204,10 @@ PROCESS_STAGE_TRANSITIONS: tuple[StageStep, ...] = (
 def stage_of(statuses: list[int]) -> int:
     """A cluster's client or worker stage: the lowest status of its members."""
     return min(statuses) if statuses else int(NodeStatus.EXITED)
+
+
+def evaluated(round_: int, rounds: int, every: int) -> bool:
+    """Whether a root worker scores the global model after `round_` (0: the initial model):
+    every `every`-th round and always the last; with `every` = 0 only the last. The scripts
+    apply the same rule (lib/retire.lua `evaluated`)."""
+    return round_ == rounds or (every > 0 and round_ % every == 0)

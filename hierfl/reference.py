@@ -21,6 +21,7 @@ from hierfl.protocol import (
     NodeStatus,
     Outcome,
     ProcessStage,
+    evaluated,
 )
 
 S = NodeStatus
@@ -81,6 +82,7 @@ class JobModel:
     history: dict[int, str] = field(default_factory=dict)
     events: int = 0
     keep_checkpoints: bool = False
+    evaluate_every: int = 1
     scored: set[int] = field(default_factory=set)  # rounds with a metric (record_metric)
     retiring: set[str] = field(default_factory=set)
 
@@ -88,7 +90,7 @@ class JobModel:
 
     @classmethod
     def deploy(cls, root: str, tree: list[ClusterSpec], rounds: int,
-               keep_checkpoints: bool = False) -> JobModel:
+               keep_checkpoints: bool = False, evaluate_every: int = 1) -> JobModel:
         clusters = {
             spec.name: ClusterModel(
                 name=spec.name, parent=spec.parent or "", level=spec.level,
@@ -100,7 +102,8 @@ class JobModel:
             )
             for spec in tree
         }
-        job = cls(root, clusters, keep_checkpoints=keep_checkpoints)
+        job = cls(root, clusters, keep_checkpoints=keep_checkpoints,
+                  evaluate_every=evaluate_every)
         job.events = 1
         return job
 
@@ -202,6 +205,8 @@ class JobModel:
             raise Refusal(ErrorCode.UNKNOWN_NODE, "only a worker of the root records metrics")
         if self.history.get(round_) != digest:
             raise Refusal(ErrorCode.BAD_ARGUMENT, f"not the global model of round {round_}")
+        if not self._evaluated(round_):
+            raise Refusal(ErrorCode.BAD_ARGUMENT, f"round {round_} is not evaluated")
         if round_ in self.scored:
             return 0
         self.scored.add(round_)
@@ -438,8 +443,11 @@ class JobModel:
         for c in self.clusters.values():
             live.update([c.global_digest, *c.submissions.values(), *c.aggregates.values()])
         live.update(d for r, d in self.history.items()
-                    if self.keep_checkpoints or r not in self.scored)
+                    if self.keep_checkpoints or (self._evaluated(r) and r not in self.scored))
         return live
+
+    def _evaluated(self, round_: int) -> bool:
+        return evaluated(round_, self.top.rounds, self.evaluate_every)
 
     def _sweep(self) -> None:
         if self.retiring:
@@ -486,6 +494,7 @@ class JobModel:
             fields[Field.OUTCOME] = self.outcome
             fields[Field.REASON] = self.reason
             fields[Field.KEEP_CHECKPOINTS] = int(self.keep_checkpoints)
+            fields[Field.EVALUATE_EVERY] = self.evaluate_every
             if self.candidate is not None:
                 fields[Field.CANDIDATE] = self.candidate
         return {f.value: str(int(v) if isinstance(v, int) else v) for f, v in fields.items()}

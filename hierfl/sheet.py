@@ -122,6 +122,7 @@ class JobSheet:
     rounds: int
     seed: int
     keep_checkpoints: bool = False  # keep every round's global blob (else only live ones)
+    evaluate_every: int = 1  # score every k-th round's model on the test split (0: the last)
     topology: Topology = field(default_factory=Topology)
     model: ModelConfig = field(default_factory=ModelConfig)
     training: TrainingConfig = field(default_factory=TrainingConfig)
@@ -140,7 +141,8 @@ class JobSheet:
             "tolerance": self.tolerance,
         }
         doc: dict[str, Any] = {"job": {"name": self.name, "rounds": self.rounds, "seed": self.seed,
-                                       "keep_checkpoints": self.keep_checkpoints}}
+                                       "keep_checkpoints": self.keep_checkpoints,
+                                       "evaluate_every": self.evaluate_every}}
         for title, section in sections.items():
             doc[title] = {
                 k: list(v) if isinstance(v, tuple) else v for k, v in asdict(section).items()
@@ -183,7 +185,7 @@ class JobSheet:
         """
         doc = self.to_dict()
         job_keys, topo_keys = (
-            ("name", "rounds", "seed", "keep_checkpoints"),
+            ("name", "rounds", "seed", "keep_checkpoints", "evaluate_every"),
             ("sub", "clients", "workers", "cluster_epochs"),
         )
         for key, value in overrides.items():
@@ -342,7 +344,7 @@ def _int_rule(minimum: int, maximum: int) -> str:
 
 #: Every section and its keys, in documentation order.
 _KEYS: dict[str, tuple[str, ...]] = {
-    "job": ("name", "rounds", "seed", "keep_checkpoints"),
+    "job": ("name", "rounds", "seed", "keep_checkpoints", "evaluate_every"),
     "topology": ("sub", "clients", "workers", "cluster_epochs"),
     "model": ("name", "hidden", "kwargs"),
     "training": ("optimizer", "lr", "momentum", "batch_size", "local_epochs"),
@@ -406,6 +408,7 @@ def _from_mapping(doc: Mapping[str, Any], source: str, base_dir: Path | None) ->
         rounds=job.integer("rounds", 5, minimum=1, maximum=1_000_000),
         seed=job.integer("seed", 0, minimum=0),
         keep_checkpoints=job.boolean("keep_checkpoints", False),
+        evaluate_every=job.integer("evaluate_every", 1, minimum=0),
         topology=_topology(section("topology")),
         model=_model(section("model")),
         training=_training(section("training")),

@@ -12,6 +12,7 @@
   ARGV[5] shares     JSON {cluster: {client id: share digest}}
   ARGV[6] testset    digest of the test split blob
   ARGV[7] keep_checkpoints  "1" keeps every round's global blob, "0" only the live ones
+  ARGV[8] evaluate_every    a root worker scores every k-th round and the last (0: the last)
   Returns: the number of clusters created
   Errors: JOB_EXISTS, BAD_ARGUMENT, MISSING_BLOB
   Writes: job, clients, workers, shares hashes of every cluster; free lists; sheet; testset;
@@ -106,6 +107,11 @@ local function main()
   if not rounds or rounds < 1 then
     refuse(ERR.BAD_ARGUMENT, "job=" .. root .. ": rounds must be a positive integer")
   end
+  -- Absent (a caller older than the option): every round is scored, as before it existed.
+  local evaluate_every = tonumber(ARGV[8] or "1")
+  if not evaluate_every or evaluate_every < 0 or evaluate_every % 1 ~= 0 then
+    refuse(ERR.BAD_ARGUMENT, "job=" .. root .. ": evaluate_every must be an integer >= 0")
+  end
   validate(root, tree, shares)
   local now = now_ms()
   for _, spec in ipairs(tree) do create_cluster(root, spec, rounds, now) end
@@ -117,7 +123,7 @@ local function main()
   redis.call("SET", KEY.sheet(root), ARGV[3])
   redis.call("SET", KEY.testset(root), ARGV[6])
   redis.call("HSET", KEY.job(root, root), F.OUTCOME, OUTCOME.RUNNING, F.REASON, "",
-    F.KEEP_CHECKPOINTS, ARGV[7] == "1" and 1 or 0)
+    F.KEEP_CHECKPOINTS, ARGV[7] == "1" and 1 or 0, F.EVALUATE_EVERY, evaluate_every)
   emit(root, root, nil, "deploy", "", "", { "clusters", #tree })
   return #tree
 end

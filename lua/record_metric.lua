@@ -3,7 +3,8 @@
   round. The first report for a round is kept (honest workers compute the same figures).
 
   Preconditions: the node is a worker of the root cluster; the digest is the global agreed
-  after that round (round 0 = the initial model). Once scored, the round's global is retired
+  after that round (round 0 = the initial model); the job evaluates that round (every
+  evaluate_every-th and the last, lib/retire `evaluated`). Once scored, the round's global is retired
   (see lib/retire) unless the job keeps checkpoints or something live still names it.
   KEYS[1] job        the root cluster hash            hierfl:{ROOT}:job:ROOT
   ARGV[1] root       the root job name
@@ -33,6 +34,12 @@ local function main()
   if redis.call("HGET", KEY.history(root), round) ~= ARGV[4] then
     refuse(ERR.BAD_ARGUMENT, "job=" .. root .. " node=worker/" .. node .. ": " .. ARGV[4]
       .. " is not the global model of round " .. round)
+  end
+  local fields = redis.call("HMGET", KEYS[1], F.ROUNDS, F.EVALUATE_EVERY)
+  local every = tonumber(fields[2]) or 1
+  if not evaluated(tonumber(round), tonumber(fields[1]), every) then
+    refuse(ERR.BAD_ARGUMENT, "job=" .. root .. " node=worker/" .. node .. ": round " .. round
+      .. " is not evaluated (evaluate_every = " .. every .. ")")
   end
   if not accuracy or not loss or accuracy < 0 or accuracy > 1 or loss ~= loss then
     refuse(ERR.BAD_ARGUMENT, "job=" .. root .. " node=worker/" .. node

@@ -74,12 +74,17 @@ def test_run_two_level_sheet_with_node_processes(hierfl_env, tmp_path):
     assert_all_done(threads)
     assert threads["clusters"]["two-3"]["global"] == data["clusters"]["two"]["global"]
     assert (tmp_path / "runs" / "two-3" / "nodes.log").stat().st_size > 0
-    # Spread over two processes, whole clusters in each: still the same bytes.
-    out = finish(hierfl("simulate", str(sheet), "--runs-dir", str(tmp_path / "runs"),
+    # Spread over two processes, whole clusters in each: still the same bytes. Scoring every
+    # second round only (and the last) changes no model either.
+    sparse = tmp_path / "sparse.toml"
+    sparse.write_text(sheet.read_text().replace("rounds = 4\n", "rounds = 4\nevaluate_every = 2\n"))
+    out = finish(hierfl("simulate", str(sparse), "--runs-dir", str(tmp_path / "runs"),
                         "--json", "--processes", "2", env=hierfl_env))
     spread = json.loads(out[out.index("{"):])
     assert_all_done(spread)
     assert spread["clusters"]["two-4"]["global"] == data["clusters"]["two"]["global"]
+    assert [m["round"] for m in spread["metrics"]] == [0, 2, 4]
+    assert spread["metrics"][-1]["accuracy"] == data["metrics"][-1]["accuracy"]
     for i in (0, 1):
         assert "ready: job sheet and dataset acknowledged" in (
             tmp_path / "runs" / "two-4" / f"nodes-{i}.log").read_text()

@@ -147,14 +147,15 @@ class ProtocolMachine(RuleBasedStateMachine):
         self.counter = 0
         self.high_water: dict[str, tuple[int, int]] = {}
 
-    @initialize(tree=trees(), rounds=st.integers(1, 3), keep=st.booleans())
-    def deploy(self, tree: list[ClusterSpec], rounds: int, keep: bool) -> None:
+    @initialize(tree=trees(), rounds=st.integers(1, 3), keep=st.booleans(),
+                every=st.integers(0, 2))
+    def deploy(self, tree: list[ClusterSpec], rounds: int, keep: bool, every: int) -> None:
         self.client.flushdb()
         note(f"tree: {[(s.name, len(s.clients), len(s.workers), s.cluster_epochs) for s in tree]}"
-             f" rounds={rounds} keep_checkpoints={keep}")
+             f" rounds={rounds} keep_checkpoints={keep} evaluate_every={every}")
         testset = self.blobs.put(b"test split")
-        self.scripts.deploy(ROOT, tree, "{}", rounds, {}, testset, keep)
-        self.model = JobModel.deploy(ROOT, tree, rounds, keep)
+        self.scripts.deploy(ROOT, tree, "{}", rounds, {}, testset, keep, every)
+        self.model = JobModel.deploy(ROOT, tree, rounds, keep, every)
         self.model.blobs.add(testset)
         self.nodes = [(s.name, role, n) for s in tree
                       for role, ids in (("client", s.clients), ("worker", s.workers))

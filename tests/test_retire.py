@@ -6,6 +6,7 @@ import pytest
 from driver import Driver
 
 from hierfl import keys
+from hierfl.errors import ScriptError
 
 
 def stored_blobs(d: Driver) -> set[str]:
@@ -73,3 +74,21 @@ def test_keep_checkpoints_keeps_every_rounds_global(r, keep):
     # Without checkpoints: the initial candidate and the final model stay, nothing between.
     assert kept == ({0, 1, 2, 3, 4} if keep else {0, 4})
     assert d.cluster("demo").fields["keep_checkpoints"] == ("1" if keep else "0")
+
+
+def test_rounds_the_job_does_not_evaluate_keep_no_checkpoint_and_take_no_metric(r):
+    d = Driver(r, sub=[], clients=[2], workers=[2], rounds=5)
+    d.deploy = lambda: d.scripts.deploy(d.root, d.tree, "{}", d.rounds, {},
+                                        d.blobs.put(b"test split"), False, 2)
+    d.setup()
+    run_rounds(d, 4)  # round 5 is training: rounds 1-3's globals are no cluster's any more
+    past = history(d)
+    kept = {round_ for round_, digest in past.items() if digest in stored_blobs(d)}
+    assert kept == {0, 2, 4}  # evaluated (every 2nd) and not scored yet; 4 is also the global
+    with pytest.raises(ScriptError, match=r"round 3 is not evaluated \(evaluate_every = 2\)"):
+        d.scripts.record_metric("demo", "w0", 3, past[3], 0.9, 0.3)
+    assert d.scripts.record_metric("demo", "w0", 2, past[2], 0.9, 0.3)
+    assert past[2] not in stored_blobs(d)
+    d.run_round()  # the last round is evaluated whatever evaluate_every says
+    assert d.scripts.record_metric("demo", "w1", 5, history(d)[5], 0.9, 0.3)
+    assert d.cluster("demo").fields["evaluate_every"] == "2"

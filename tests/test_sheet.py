@@ -125,6 +125,7 @@ def test_from_json_validates_again() -> None:
     [
         ("[training]\nlr = -1\n", "[training].lr must be a positive number, got -1"),
         ("keep_checkpoints = 1\n", "[job].keep_checkpoints must be true or false, got 1"),
+        ("evaluate_every = -1\n", "[job].evaluate_every must be an integer >= 0, got -1"),
         ("[training]\nlr = nan\n", "[training].lr must be a positive number, got NaN"),
         ('[training]\nlr = "fast"\n', '[training].lr must be a positive number, got "fast"'),
         ("[training]\nmomentum = 1.0\n", "[training].momentum must be a number in [0, 1), got 1.0"),

@@ -18,7 +18,7 @@ from hierfl.learning import params as P
 from hierfl.learning.aggregation import aggregate
 from hierfl.learning.evaluation import evaluate
 from hierfl.node.runtime import NodeRuntime, Slot
-from hierfl.protocol import ErrorCode, Field, ProcessStage, Role
+from hierfl.protocol import ErrorCode, Field, ProcessStage, Role, evaluated
 from hierfl.store.state import ClusterState, read_history, read_metrics
 
 
@@ -182,7 +182,9 @@ class WorkerNode(NodeRuntime):
             return {}
         scored = {m["round"] for m in read_metrics(self.client, self.slot.root)}
         history = read_history(self.client, self.slot.root)
-        unscored = {r: d for r, d in history.items() if r not in scored}
+        sheet = self.sheet
+        unscored = {r: d for r, d in history.items() if r not in scored
+                    and evaluated(r, sheet.rounds, sheet.evaluate_every)}
         if everyone or not unscored or not self._peers:
             return unscored
         latest = max(history)

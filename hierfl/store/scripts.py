@@ -67,10 +67,11 @@ class Scripts:
         shares: dict[str, dict[str, str]],
         testset: str,
         keep_checkpoints: bool = False,
+        evaluate_every: int = 1,
     ) -> int:
         tree_json = json.dumps([spec.to_json() for spec in tree])
         args = [root, tree_json, sheet, rounds, json.dumps(shares), testset,
-                int(keep_checkpoints)]
+                int(keep_checkpoints), evaluate_every]
         return int(self._call("deploy", [keys.job(root)], args))
 
     def register_job(self, root: str) -> bool:

@@ -7,10 +7,16 @@
   called once the cascade of that call is complete, deletes each marked blob that nothing live
   still names. Live: every cluster's global, submissions and aggregates; the kept initial
   candidate; the root's history entries that no worker has scored yet (a root worker evaluates
-  them after the round), or all of them with keep_checkpoints. Dataset shares and the test
-  split are never marked, so they need no check.
+  them after the round) among the rounds it evaluates (`evaluated`), or all of them with
+  keep_checkpoints. Dataset shares and the test split are never marked, so they need no check.
 ]]
 --- @include "lib/util"
+
+-- Whether a root worker scores the global after `round` (hierfl.protocol.evaluated): every
+-- evaluate_every-th round and always the last; with 0, only the last.
+local function evaluated(round, rounds, every)
+  return round == rounds or (every > 0 and round % every == 0)
+end
 
 local RETIRING = {}
 
@@ -36,12 +42,15 @@ local function live_blobs(root)
   end
   walk(root)
   local top = KEY.job(root, root)
-  local fields = redis.call("HMGET", top, F.CANDIDATE, F.KEEP_CHECKPOINTS)
+  local fields = redis.call("HMGET", top, F.CANDIDATE, F.KEEP_CHECKPOINTS, F.ROUNDS,
+    F.EVALUATE_EVERY)
   if fields[1] then live[fields[1]] = true end
   local keep = tonumber(fields[2]) == 1
+  local rounds, every = tonumber(fields[3]) or 0, tonumber(fields[4]) or 1
   local history = redis.call("HGETALL", KEY.history(root))
   for i = 1, #history, 2 do
-    if keep or redis.call("HEXISTS", KEY.metrics(root), history[i]) == 0 then
+    if keep or (evaluated(tonumber(history[i]), rounds, every)
+        and redis.call("HEXISTS", KEY.metrics(root), history[i]) == 0) then
       live[history[i + 1]] = true
     end
   end

@@ -52,14 +52,16 @@ def test_node_count_runs_a_whole_job_from_two_processes(hierfl_env):
                for c in data["clusters"].values())
 
 
-def test_a_tree_splits_into_shares_of_whole_clusters_even_in_node_count():
+def test_a_tree_splits_into_shares_of_whole_clusters_and_spread_workers():
     from hierfl.jobtree import build_tree
     from hierfl.node.part import split
 
     tree = build_tree("sp", sub=[3], clients=[0, 4], workers=[3, 2], cluster_epochs=[1, 1])
     shares = split(tree, 2)
-    by_share = [{slot.cluster for slot in share} for share in shares]
-    assert sorted(map(len, shares)) == [9, 12]  # 6 + 6 + 3 (root) over two: 12 and 9
-    assert all(not (a & b) for a, b in [(by_share[0], by_share[1])])
-    assert sum(map(len, shares)) == 3 + 3 * 6
-    assert len(split(tree, 8)) == 4  # no empty share: at most one per cluster
+    leaves = [{slot.cluster for slot in share if slot.cluster != "sp"} for share in shares]
+    assert sorted(map(len, leaves)) == [1, 2] and not leaves[0] & leaves[1]  # whole clusters
+    root_workers = [sum(slot.cluster == "sp" for slot in share) for share in shares]
+    # 12 and 6 nodes of leaves; the root's three workers go to the lighter share: 12 and 9.
+    assert sorted(map(len, shares)) == [9, 12] and sorted(root_workers) == [0, 3]
+    assert sorted(map(len, split(tree, 3))) == [7, 7, 7]  # each leaf and one root worker
+    assert len(split(tree, 30)) == 6  # no empty share: three leaves, three root workers

@@ -2,8 +2,10 @@
 
 One process runs Python on one core at a time, so on a machine with more cores a large tree
 goes faster as several processes, each running its share of the nodes as threads (a
-`NodePool`, exactly as `hierfl simulate` runs them all in one). A cluster's nodes stay in one
-share: they wake on the same notifications and share each read of their cluster's hash.
+`NodePool`, exactly as `hierfl simulate` runs them all in one). A cluster with clients stays in
+one share: its members wake on the same notifications and share each read of their cluster's
+hash. The workers of a cluster without clients (the root of a two-level tree) are spread over
+the shares instead: they all aggregate at once, while the rest of the tree waits for them.
 
 Each share is a child process, ``python -m hierfl.node.part``, that reads its slots (and the
 Redis URL, which may hold a password) as JSON from stdin and logs to its own file.
@@ -24,12 +26,16 @@ from hierfl.store.connection import connect
 
 
 def split(tree: list[ClusterSpec], parts: int) -> list[list[Slot]]:
-    """The tree's slots in `parts` shares of whole clusters, as even in node count as that
-    allows (largest cluster first, each to the share with the fewest nodes so far); no share
-    is empty unless there are fewer clusters than parts."""
+    """The tree's slots in `parts` shares, as even in node count as whole clusters allow
+    (largest first, each to the share with the fewest nodes so far); then the workers of the
+    clusters without clients, one by one. No share is empty unless there are fewer nodes to
+    spread than parts."""
     shares: list[list[Slot]] = [[] for _ in range(parts)]
-    for spec in sorted(tree, key=lambda s: -(len(s.clients) + len(s.workers))):
+    whole = [spec for spec in tree if spec.clients]
+    for spec in sorted(whole, key=lambda s: -(len(s.clients) + len(s.workers))):
         min(shares, key=len).extend(tree_slots([spec]))
+    for slot in tree_slots([spec for spec in tree if not spec.clients]):
+        min(shares, key=len).append(slot)
     return [share for share in shares if share]
 
 

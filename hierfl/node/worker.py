@@ -30,6 +30,8 @@ class WorkerNode(NodeRuntime):
         self.is_root = slot.cluster == slot.root
         self.test: tuple[np.ndarray, np.ndarray] | None = None
         self._all_scored_at: tuple[int, int, int] | None = None  # see _may_have_unscored
+        self._scored: set[int] = set()  # rounds seen with a metric (see _may_exist_unscored)
+        self._scored_below = 0  # every round below it that the job evaluates has a metric
         self._peers: list[str] = []  # the root's workers, who share the scoring
 
     def load_data(self) -> None:
@@ -62,10 +64,10 @@ class WorkerNode(NodeRuntime):
     def work(self, state: ClusterState) -> None:
         if self._must_aggregate(state):
             self._aggregate(state)
-        self._score_rounds()
+        self._score_rounds(state)
 
     def before_exit(self, state: ClusterState) -> None:
-        self._score_rounds(everyone=True)
+        self._score_rounds(state, everyone=True)
 
     # -- aggregation -----------------------------------------------------------------------
 
@@ -168,19 +170,34 @@ class WorkerNode(NodeRuntime):
         mark = (state.generation, state.round, state.process_stage)
         if mark == self._all_scored_at:
             return False
-        if self._unscored_rounds():
+        if self._unscored_rounds(state):
             return True
         self._all_scored_at = mark
         return False
 
-    def _unscored_rounds(self, everyone: bool = False) -> dict[int, str]:
+    def _may_exist_unscored(self, state: ClusterState) -> bool:
+        """Whether a round the job evaluates may lack a metric, by what this worker has seen:
+        the root's state says which rounds are agreed (the history holds rounds 0 to the one
+        before the current, or to the last once finished), the metrics it read say which are
+        scored. Spares reading them while no evaluated round is agreed (`evaluate_every`)."""
+        sheet = self.sheet
+        finished = state.process_stage == ProcessStage.FINISHED
+        agreed = state.round if finished else state.round - 1
+        while self._scored_below <= agreed and (
+                self._scored_below in self._scored
+                or not evaluated(self._scored_below, sheet.rounds, sheet.evaluate_every)):
+            self._scored_below += 1
+        return self._scored_below <= agreed
+
+    def _unscored_rounds(self, state: ClusterState, everyone: bool = False) -> dict[int, str]:
         """Rounds without a metric that this worker should score now: its own share of them
         (round mod the number of root workers picks one), so the root's workers do not all
         evaluate the same model at once; any round still unscored once a later round was
         agreed (its worker may be gone); with `everyone`, all of them."""
-        if not self.is_root or self.test is None:
+        if not self.is_root or self.test is None or not self._may_exist_unscored(state):
             return {}
         scored = {m["round"] for m in read_metrics(self.client, self.slot.root)}
+        self._scored |= scored
         history = read_history(self.client, self.slot.root)
         sheet = self.sheet
         unscored = {r: d for r, d in history.items() if r not in scored
@@ -191,8 +208,8 @@ class WorkerNode(NodeRuntime):
         return {r: d for r, d in unscored.items()
                 if r < latest or self._peers[r % len(self._peers)] == self.slot.node}
 
-    def _score_rounds(self, everyone: bool = False) -> None:
-        for round_, digest in sorted(self._unscored_rounds(everyone).items()):
+    def _score_rounds(self, state: ClusterState, everyone: bool = False) -> None:
+        for round_, digest in sorted(self._unscored_rounds(state, everyone).items()):
             model = self.new_model(("eval",))
             try:
                 params = P.from_bytes(self.blobs.get(digest))
@@ -202,4 +219,5 @@ class WorkerNode(NodeRuntime):
             accuracy, loss = evaluate(model, *self.test)
             self.scripts.record_metric(self.slot.root, self.slot.node, round_, digest,
                                        accuracy, loss)
+            self._scored.add(round_)  # by this worker, or (0 returned) by another first
             self.log.info("round %d: test accuracy %.4f, loss %.4f", round_, accuracy, loss)

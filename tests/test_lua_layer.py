@@ -9,7 +9,14 @@ from pathlib import Path
 import pytest
 
 from hierfl import keys, protocol
-from hierfl.store.loader import LoaderError, constants_lua, load_script, lua_dir, script_names
+from hierfl.store.loader import (
+    LoaderError,
+    constants_lua,
+    load_script,
+    lua_dir,
+    script_names,
+    shake,
+)
 from hierfl.store.scripts import Scripts
 
 FIXTURES = Path(__file__).parent / "fixtures" / "lua"
@@ -19,6 +26,42 @@ def test_includes_are_inlined_once_in_order():
     source = load_script("main_ok", FIXTURES)
     assert source.count("local function helper_a") == 1
     assert source.index("helper_a()") < source.index("helper_b()")
+
+
+def test_shaking_drops_only_definitions_nothing_kept_mentions():
+    source = shake("""-- a comment stays
+local A = 1
+local B = 2
+local function used()
+  return A
+end
+local function unused()
+  return B
+end
+KEY.kept = function(x) return x end
+KEY.dropped = function(x) return x end
+local function main()
+  return used() + KEY.kept(1)
+end
+return run(main)""")
+    assert "local A = 1" in source and "local function used()" in source
+    assert "KEY.kept" in source and "-- a comment stays" in source
+    assert "unused" not in source and "local B" not in source and "KEY.dropped" not in source
+    assert source.index("local A") < source.index("local function used") < source.index("main")
+
+
+@pytest.mark.parametrize("name", script_names())
+def test_a_shaken_script_defines_every_helper_it_mentions(name):
+    # A dropped helper that is still called would only fail when that path runs (a nil global).
+    full = load_script(name, shaken=False)
+    shaken = load_script(name)
+    definition = re.compile(r"^(?:local\s+function\s+(\w+)|local\s+(\w+)\s*=|(KEY\.\w+)\s*=)",
+                            re.M)
+    defined = {next(g for g in m.groups() if g) for m in definition.finditer(full)}
+    kept = {next(g for g in m.groups() if g) for m in definition.finditer(shaken)}
+    code = "\n".join(line.split("--")[0] for line in shaken.splitlines())
+    mentioned = {n for n in defined if re.search(rf"(?<![\w.]){re.escape(n)}(?!\w)", code)}
+    assert mentioned <= kept, sorted(mentioned - kept)
 
 
 def test_missing_include_names_file_and_line():

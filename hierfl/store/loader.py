@@ -4,6 +4,10 @@ Each include is inlined once, at its first mention, in order (like BullMQ's load
 circular include is reported with the file and line that asked for it. The include
 ``generated/constants`` is not a file: it is rendered from `hierfl.protocol` and `hierfl.keys`,
 so the scripts and the Python side share one definition of every number and name.
+
+Then the definitions a script never reaches are dropped (`shake`): Redis runs a script's whole
+chunk on every call, and making the closures of every helper in lib/ cost ~10 µs of a
+transition's ~60 µs whether it called them or not.
 """
 
 from __future__ import annotations
@@ -45,11 +49,13 @@ class _Assembly:
     parts: list[str] = field(default_factory=list)
 
 
-def load_script(name: str, directory: Path | None = None) -> str:
-    """The full source of ``lua/<name>.lua`` with every include inlined once."""
+def load_script(name: str, directory: Path | None = None, shaken: bool = True) -> str:
+    """The full source of ``lua/<name>.lua`` with every include inlined once, without the
+    top-level definitions it never reaches (unless not `shaken`)."""
     asm = _Assembly(directory or lua_dir())
     _inline(asm, name, requested_by=None)
-    return "\n".join(asm.parts)
+    source = "\n".join(asm.parts)
+    return shake(source) if shaken else source
 
 
 def _inline(asm: _Assembly, name: str, requested_by: str | None) -> None:
@@ -74,6 +80,45 @@ def _inline(asm: _Assembly, name: str, requested_by: str | None) -> None:
         else:
             asm.parts.append(line)
     asm.stack.pop()
+
+
+# --- dropping what a script does not reach -------------------------------------------------------
+
+#: A top-level definition: ``local function name(``, ``local NAME =`` or ``KEY.kind = function``.
+_DEFINITION = re.compile(r"^(?:local\s+function\s+(\w+)|local\s+(\w+)\s*=|(KEY\.\w+)\s*=)")
+
+
+def shake(source: str) -> str:
+    """`source` without the top-level definitions that nothing it keeps mentions.
+
+    The assembled source is cut into top-level chunks: each begins at a line in column 0 and
+    takes the indented lines and the closing ``end`` lines after it. A chunk that defines a name
+    (see `_DEFINITION`) is kept when a kept chunk mentions that name; every other chunk
+    (the script's own top level, comments) is kept. A mention is any whole-word occurrence, in
+    code, comments or strings alike, so a doubt keeps a definition; order is preserved, so each
+    kept definition still precedes its uses.
+    """
+    chunks: list[tuple[str | None, list[str]]] = []
+    for line in source.splitlines():
+        starts = line[:1] not in ("", " ", "\t") and not line.startswith("end")
+        if starts or not chunks:
+            match = _DEFINITION.match(line)
+            name = next((g for g in match.groups() if g), None) if match else None
+            chunks.append((name, [line]))
+        else:
+            chunks[-1][1].append(line)
+    defined = {name for name, _ in chunks if name}
+    kept = [i for i, (name, _) in enumerate(chunks) if name is None]
+    wanted: set[str] = set()
+    todo = list(kept)
+    while todo:
+        text = "\n".join(chunks[todo.pop()][1])
+        for name in defined - wanted:
+            if re.search(rf"(?<![\w.]){re.escape(name)}(?!\w)", text):
+                wanted.add(name)
+                todo.extend(i for i, (n, _) in enumerate(chunks) if n == name)
+    return "\n".join(line for name, lines in chunks if name is None or name in wanted
+                     for line in lines)
 
 
 # --- the generated constants -------------------------------------------------------------------

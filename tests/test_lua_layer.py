@@ -12,6 +12,7 @@ from hierfl import keys, protocol
 from hierfl.store.loader import (
     LoaderError,
     constants_lua,
+    fold_constants,
     load_script,
     lua_dir,
     script_names,
@@ -62,6 +63,13 @@ def test_a_shaken_script_defines_every_helper_it_mentions(name):
     code = "\n".join(line.split("--")[0] for line in shaken.splitlines())
     mentioned = {n for n in defined if re.search(rf"(?<![\w.]){re.escape(n)}(?!\w)", code)}
     assert mentioned <= kept, sorted(mentioned - kept)
+
+
+def test_constants_are_folded_into_values_and_a_misspelt_one_is_refused():
+    folded = fold_constants('redis.call("HGET", key, F.GENERATION) == STATUS.BUSY and x.F.NAME')
+    assert folded == 'redis.call("HGET", key, "generation") == 3 and x.F.NAME'
+    with pytest.raises(LoaderError, match=r"s\.lua: F\.GENERATON is not defined by hierfl"):
+        fold_constants("local g = F.GENERATON", "s.lua")
 
 
 def test_missing_include_names_file_and_line():

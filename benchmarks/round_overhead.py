@@ -7,10 +7,10 @@ level, the root's next generation, and each node woken by keyspace notifications
 score each round's model on the test split (`evaluate_every = 0`: only the final one, after the
 measured rounds; `--evaluate-every 1` adds that work). The model is an MLP of about 100,000
 float32 parameters on the digits data (`--hidden`, or `--model package.module:factory`). Every
-node is a thread, exactly as `hierfl simulate --processes N` runs them: N processes, whole
-clusters in each (default one per core; `--processes 1`: threads of this process), each a
-`NodePool` with one `NotificationHub`, the same node code, scripts and server; node logs go to
-files as simulate's do.
+node is a thread, exactly as `hierfl simulate --processes N` runs them: N processes (default
+one per core; `--processes 1`: threads of this process), each a `NodePool` with one
+`NotificationHub`, the same node code, scripts and server; node logs go to files as
+simulate's do.
 
 Per configuration it reports, over the rounds after the first (round 1 is a warm-up: first
 downloads, first aggregation; setup before it is excluded too):
@@ -207,8 +207,7 @@ def run_job(url: str, sheet: JobSheet, log_dir: Path, concurrency: int = CONCURR
             procs = part.start(url, part.split(tree, processes), concurrency, shares_dir)
             try:
                 watcher.follow(lambda: check_nodes(procs))
-                for proc in procs.values():
-                    proc.wait(exit_timeout)
+                part.wait(procs, exit_timeout)
                 check_nodes(procs)
             finally:
                 stop_nodes(procs)
@@ -267,7 +266,7 @@ def main() -> None:
     p.add_argument("--concurrency", type=int, default=CONCURRENCY,
                    help=f"nodes running at once (default: one per core, {CONCURRENCY} here)")
     p.add_argument("--processes", type=int, default=PROCESSES,
-                   help="spread the nodes over this many processes, whole clusters in each "
+                   help="spread the nodes over this many processes, a cluster's clients together "
                         f"(as hierfl simulate --processes; default {PROCESSES}; 1: all threads "
                         "of this one)")
     p.add_argument("--evaluate-every", type=int, default=0,
@@ -308,7 +307,7 @@ def _scoring(every: int) -> str:
 
 
 def _processes(n: int) -> str:
-    return "this process" if n == 1 else f"{n} processes (whole clusters in each)"
+    return "this process" if n == 1 else f"{n} processes"
 
 
 HEADERS = ["clients", "levels", "clusters", "workers", "rounds", "setup s", "ms/round",

@@ -48,9 +48,9 @@ ConcurrencyOption = Annotated[
                                   "notification does not count. Default: one per core.")
 ]
 ProcessesOption = Annotated[
-    int, typer.Option(min=1, help="Spread the nodes over this many child processes, whole "
-                                  "clusters in each, to use more than one core (1: every "
-                                  "node a thread of this process).")
+    int, typer.Option(min=1, help="Spread the nodes over this many child processes to use "
+                                  "more than one core; a cluster's clients and workers stay "
+                                  "together (1: every node a thread of this process).")
 ]
 
 
@@ -68,7 +68,7 @@ def simulate(
     processes: ProcessesOption = 1,
 ) -> None:
     """Run a whole federated job with every node as a thread of this process (or of
-    --processes child processes, whole clusters in each)."""
+    --processes child processes)."""
     job = load_run_sheet(sheet, rounds, timeout)
     client, url = open_redis(redis_url, pool_size=POOL_CONNECTIONS)
     job, tree = deploy_unique(client, job, name)
@@ -103,8 +103,7 @@ def _in_processes(client: redis.Redis, url: str, root: str, shares: list[list[Sl
     try:
         with progress:
             status = follow(client, root, lambda: check_nodes(procs), progress, timeout)
-        for proc in procs.values():
-            proc.wait(EXIT_TIMEOUT)
+        part.wait(procs, EXIT_TIMEOUT)
         check_nodes(procs)
         return status
     finally:

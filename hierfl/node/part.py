@@ -16,8 +16,10 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
+from hierfl.errors import HierflError
 from hierfl.jobtree import ClusterSpec
 from hierfl.node.pool import CONCURRENCY, POOL_CONNECTIONS, NodePool, logging_to, tree_slots
 from hierfl.node.runtime import Slot
@@ -56,6 +58,18 @@ def start(url: str, shares: list[list[Slot]], concurrency: int, log_dir: Path
         proc.stdin.close()
         procs[f"share {i} ({len(share)} nodes, log {log_file})"] = proc
     return procs
+
+
+def wait(procs: dict[str, subprocess.Popen], timeout: float) -> None:
+    """Until every share's process has exited (their job is over), at most `timeout` seconds
+    in all."""
+    deadline = time.monotonic() + timeout
+    for label, proc in procs.items():
+        try:
+            proc.wait(max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            raise HierflError(f"node process {label} still running {timeout:g} s after its "
+                              "job ended") from None
 
 
 def run_share(url: str, slots: list[Slot], log_file: Path, concurrency: int = CONCURRENCY

@@ -73,6 +73,19 @@ def test_malformed_sheet_names_the_field_and_deploys_nothing(cli, tmp_path):
     assert cli("status", "bad").exit_code == 1
 
 
+@pytest.mark.parametrize("processes", ["1", "2"])
+def test_a_bad_blob_cache_bound_is_refused_before_anything_is_deployed(cli, tmp_path,
+                                                                        monkeypatch, processes):
+    sheet = tmp_path / "cache.toml"
+    sheet.write_text('[job]\nname = "cache"\nrounds = 1\n')
+    monkeypatch.setenv("HIERFL_BLOB_CACHE_MB", "lots")
+    result = cli("simulate", str(sheet), "--processes", processes, "--runs-dir",
+                 str(tmp_path / "runs"))
+    assert result.exit_code == 1
+    assert "$HIERFL_BLOB_CACHE_MB must be a number of megabytes >= 0, got 'lots'" in result.output
+    assert cli("status", "cache").exit_code == 1
+
+
 def test_unknown_role_is_refused(cli):
     result = cli("node", "--role", "boss")
     assert result.exit_code == 2

@@ -37,6 +37,7 @@ from hierfl.cli.run import (
 from hierfl.node import part
 from hierfl.node.pool import CONCURRENCY, POOL_CONNECTIONS, NodePool, logging_to, tree_slots
 from hierfl.node.runtime import Slot
+from hierfl.store.blobs import BlobCache
 from hierfl.store.state import JobStatus
 
 #: How long the nodes may take to exit once the job has finished (seconds).
@@ -70,6 +71,7 @@ def simulate(
     """Run a whole federated job with every node as a thread of this process (or of
     --processes child processes)."""
     job = load_run_sheet(sheet, rounds, timeout)
+    BlobCache.from_env()  # a bad $HIERFL_BLOB_CACHE_MB is refused before anything is deployed
     client, url = open_redis(redis_url, pool_size=POOL_CONNECTIONS)
     job, tree = deploy_unique(client, job, name)
     say = (lambda *a: None) if quiet or as_json else out.print

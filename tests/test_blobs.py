@@ -59,9 +59,10 @@ def test_the_cache_drops_the_least_recently_used_blob_past_its_bound():
 def test_the_cache_bound_comes_from_the_environment(monkeypatch):
     monkeypatch.setenv(CACHE_ENV, "1.5")
     assert BlobCache.from_env().max_bytes == 1_500_000
-    monkeypatch.setenv(CACHE_ENV, "lots")
-    with pytest.raises(BadInput, match=r"HIERFL_BLOB_CACHE_MB must be a number of megabytes"):
-        BlobCache.from_env()
+    for bad in ("lots", "inf", "-1", "nan"):
+        monkeypatch.setenv(CACHE_ENV, bad)
+        with pytest.raises(BadInput, match=r"HIERFL_BLOB_CACHE_MB must be a number of megab"):
+            BlobCache.from_env()
 
 
 def test_a_large_blob_already_stored_is_not_sent_again(r):

@@ -8,6 +8,7 @@ scripts delete blobs, once no live round names them (lua/lib/retire.lua).
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 import threading
 from collections import OrderedDict
@@ -54,7 +55,7 @@ class BlobCache:
             mb = float(text)
         except ValueError:
             mb = -1.0
-        if not mb >= 0:
+        if not 0 <= mb < math.inf:
             raise BadInput(f"${CACHE_ENV} must be a number of megabytes >= 0, got {text!r}")
         return cls(int(mb * 1_000_000))
 

@@ -29,6 +29,9 @@ TEMPLATES: dict[str, str] = {
     "testset": "hierfl:{{{root}}}:testset",  # digest of the held-out test split
     "history": "hierfl:{{{root}}}:history",  # round -> global digest after that round
     "metrics": "hierfl:{{{root}}}:metrics",  # round -> JSON {accuracy, loss}
+    # round -> global digest, for each agreed round the job evaluates that has no metric yet:
+    # what root workers score next and which checkpoints must live (O(1) a round to read).
+    "unscored": "hierfl:{{{root}}}:unscored",
     "events": "hierfl:{{{root}}}:events",  # capped stream of transitions
     "blob": "hierfl:{{{root}}}:blob:{digest}",  # content-addressed safetensors bytes
 }
@@ -108,6 +111,10 @@ def history(root: str) -> str:
 
 def metrics(root: str) -> str:
     return TEMPLATES["metrics"].format(root=root)
+
+
+def unscored(root: str) -> str:
+    return TEMPLATES["unscored"].format(root=root)
 
 
 def events(root: str) -> str:

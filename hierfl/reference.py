@@ -442,9 +442,15 @@ class JobModel:
         live = {self.candidate} if self.candidate else set()
         for c in self.clusters.values():
             live.update([c.global_digest, *c.submissions.values(), *c.aggregates.values()])
-        live.update(d for r, d in self.history.items()
-                    if self.keep_checkpoints or (self._evaluated(r) and r not in self.scored))
+        live.update((self.history if self.keep_checkpoints else self.unscored).values())
         return live
+
+    @property
+    def unscored(self) -> dict[int, str]:
+        """Agreed rounds the job evaluates that have no metric yet (the scripts keep them
+        in their own hash as rounds are agreed and scored; here they are derived)."""
+        return {r: d for r, d in self.history.items()
+                if self._evaluated(r) and r not in self.scored}
 
     def _evaluated(self, round_: int) -> bool:
         return evaluated(round_, self.top.rounds, self.evaluate_every)

@@ -14,7 +14,7 @@
   Returns: the node's status
   Errors: UNKNOWN_CLUSTER, UNKNOWN_NODE, BAD_ARGUMENT, ILLEGAL_TRANSITION, MISSING_BLOB
   Writes: the node's status; candidate; stages; parents' member statuses; global,
-          process_stage, generation, round (first round); history; events
+          process_stage, generation, round (first round); history, unscored; events
 ]]
 --- @include "lib/check"
 --- @include "lib/cascade"

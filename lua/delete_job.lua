@@ -1,6 +1,6 @@
 --[[
   delete_job: removes a job tree's coordination state (every cluster's hashes, the slots, the
-  sheet, the history, the metrics and the events). The caller then removes the tree's blobs
+  sheet, the history, the metrics, the unscored rounds and the events). The caller then removes the tree's blobs
   (content-addressed data, not state) and its registry entry.
 
   Preconditions: the job exists; no node is live (a member between JOBSHEET_ACKED and DONE, or
@@ -58,7 +58,7 @@ local function main()
   end)
   for _, key in ipairs({ KEY.free(root, "client"), KEY.free(root, "worker"), KEY.claims(root),
       KEY.sheet(root), KEY.testset(root), KEY.history(root), KEY.metrics(root),
-      KEY.events(root) }) do
+      KEY.unscored(root), KEY.events(root) }) do
     doomed[#doomed + 1] = key
   end
   local deleted = 0

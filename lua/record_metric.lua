@@ -15,7 +15,7 @@
   ARGV[6] loss       mean test loss
   Returns: 1 when stored, 0 when the round had a report already
   Errors: UNKNOWN_JOB, UNKNOWN_NODE, BAD_ARGUMENT
-  Writes: metrics; events; deletes the round's global blob once nothing live names it
+  Writes: metrics; unscored; events; deletes the round's global blob once nothing live names it
 ]]
 --- @include "lib/util"
 --- @include "lib/event"
@@ -48,6 +48,7 @@ local function main()
   local report = cjson.encode({ round = tonumber(round), accuracy = accuracy, loss = loss,
     at = now_ms() })
   if redis.call("HSETNX", KEY.metrics(root), round, report) == 0 then return 0 end
+  redis.call("HDEL", KEY.unscored(root), round)
   emit(root, root, "worker/" .. node, "metric", "", "", { "accuracy", accuracy, "loss", loss })
   retire(ARGV[4])
   sweep_retired(root)

@@ -111,6 +111,8 @@ def model_state(model: JobModel) -> dict:
                 state[key] = {k: str(v) for k, v in values.items()}
     if model.history:
         state[keys.history(ROOT)] = {str(k): v for k, v in model.history.items()}
+    if model.unscored:
+        state[keys.unscored(ROOT)] = {str(k): v for k, v in model.unscored.items()}
     if model.scored:
         state[keys.metrics(ROOT)] = sorted(str(r) for r in model.scored)
     for digest in model.blobs:

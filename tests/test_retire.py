@@ -18,6 +18,10 @@ def history(d: Driver) -> dict[int, str]:
     return {int(k): v.decode() for k, v in d.client.hgetall(keys.history(d.root)).items()}
 
 
+def unscored(d: Driver) -> dict[int, str]:
+    return {int(k): v.decode() for k, v in d.client.hgetall(keys.unscored(d.root)).items()}
+
+
 def run_rounds(d: Driver, rounds: int) -> None:
     for _ in range(rounds):
         d.run_round()
@@ -85,10 +89,32 @@ def test_rounds_the_job_does_not_evaluate_keep_no_checkpoint_and_take_no_metric(
     past = history(d)
     kept = {round_ for round_, digest in past.items() if digest in stored_blobs(d)}
     assert kept == {0, 2, 4}  # evaluated (every 2nd) and not scored yet; 4 is also the global
+    assert unscored(d) == {0: past[0], 2: past[2], 4: past[4]}
     with pytest.raises(ScriptError, match=r"round 3 is not evaluated \(evaluate_every = 2\)"):
         d.scripts.record_metric("demo", "w0", 3, past[3], 0.9, 0.3)
     assert d.scripts.record_metric("demo", "w0", 2, past[2], 0.9, 0.3)
-    assert past[2] not in stored_blobs(d)
+    assert past[2] not in stored_blobs(d) and set(unscored(d)) == {0, 4}
     d.run_round()  # the last round is evaluated whatever evaluate_every says
+    assert set(unscored(d)) == {0, 4, 5}
     assert d.scripts.record_metric("demo", "w1", 5, history(d)[5], 0.9, 0.3)
+    assert not d.scripts.record_metric("demo", "w0", 5, history(d)[5], 0.8, 0.3)  # first kept
+    assert set(unscored(d)) == {0, 4}
     assert d.cluster("demo").fields["evaluate_every"] == "2"
+
+
+def test_a_sweep_reads_no_more_as_the_history_grows(r):
+    """Which checkpoints live comes from the unscored rounds, not from the whole history: the
+    redis calls of a round's last upload stay flat from round 2 to round 30."""
+    d = Driver(r, sub=[], clients=[2], workers=[1], rounds=40)
+    d.setup()
+    calls = []
+    for _ in range(30):
+        before = d.client.info("commandstats")
+        d.run_round()
+        after = d.client.info("commandstats")
+        calls.append(sum(v["calls"] for v in after.values())
+                     - sum(v["calls"] for v in before.values()))
+        past = history(d)
+        d.scripts.record_metric("demo", "w0", max(past), past[max(past)], 0.9, 0.3)
+    assert calls[-1] == calls[2], f"server commands per round: {calls}"
+    assert set(unscored(d)) == {0}

@@ -19,7 +19,7 @@ from hierfl.learning.aggregation import aggregate
 from hierfl.learning.evaluation import evaluate
 from hierfl.node.runtime import NodeRuntime, Slot
 from hierfl.protocol import ErrorCode, Field, ProcessStage, Role, evaluated
-from hierfl.store.state import ClusterState, read_history, read_metrics
+from hierfl.store.state import ClusterState, read_unscored
 
 
 class WorkerNode(NodeRuntime):
@@ -30,7 +30,7 @@ class WorkerNode(NodeRuntime):
         self.is_root = slot.cluster == slot.root
         self.test: tuple[np.ndarray, np.ndarray] | None = None
         self._all_scored_at: tuple[int, int, int] | None = None  # see _may_have_unscored
-        self._scored: set[int] = set()  # rounds seen with a metric (see _may_exist_unscored)
+        self._scored: set[int] = set()  # rounds known scored (see _may_exist_unscored)
         self._scored_below = 0  # every round below it that the job evaluates has a metric
         self._peers: list[str] = []  # the root's workers, who share the scoring
 
@@ -166,7 +166,7 @@ class WorkerNode(NodeRuntime):
         """A root worker's rounds to score (`_unscored_rounds`). The history gains a round,
         and a round becomes overdue, only in a script that also moves the root's round,
         generation or process stage, so once none was found for this worker, none is until
-        one of those moves (metrics are not re-read on every wake-up)."""
+        one of those moves (the unscored rounds are not re-read on every wake-up)."""
         mark = (state.generation, state.round, state.process_stage)
         if mark == self._all_scored_at:
             return False
@@ -177,17 +177,21 @@ class WorkerNode(NodeRuntime):
 
     def _may_exist_unscored(self, state: ClusterState) -> bool:
         """Whether a round the job evaluates may lack a metric, by what this worker has seen:
-        the root's state says which rounds are agreed (the history holds rounds 0 to the one
-        before the current, or to the last once finished), the metrics it read say which are
-        scored. Spares reading them while no evaluated round is agreed (`evaluate_every`)."""
+        the root's state says which rounds are agreed, the unscored rounds it read (or scored
+        itself) which of them are done. Spares the read while no evaluated round is agreed
+        (`evaluate_every`)."""
         sheet = self.sheet
-        finished = state.process_stage == ProcessStage.FINISHED
-        agreed = state.round if finished else state.round - 1
-        while self._scored_below <= agreed and (
+        while self._scored_below <= self._agreed(state) and (
                 self._scored_below in self._scored
                 or not evaluated(self._scored_below, sheet.rounds, sheet.evaluate_every)):
             self._scored_below += 1
-        return self._scored_below <= agreed
+        return self._scored_below <= self._agreed(state)
+
+    @staticmethod
+    def _agreed(state: ClusterState) -> int:
+        """The last round with an agreed global: the one before the current, or the last once
+        the job finished (round 0 is the initial model)."""
+        return state.round if state.process_stage == ProcessStage.FINISHED else state.round - 1
 
     def _unscored_rounds(self, state: ClusterState, everyone: bool = False) -> dict[int, str]:
         """Rounds without a metric that this worker should score now: its own share of them
@@ -196,15 +200,13 @@ class WorkerNode(NodeRuntime):
         agreed (its worker may be gone); with `everyone`, all of them."""
         if not self.is_root or self.test is None or not self._may_exist_unscored(state):
             return {}
-        scored = {m["round"] for m in read_metrics(self.client, self.slot.root)}
-        self._scored |= scored
-        history = read_history(self.client, self.slot.root)
-        sheet = self.sheet
-        unscored = {r: d for r, d in history.items() if r not in scored
-                    and evaluated(r, sheet.rounds, sheet.evaluate_every)}
+        unscored = read_unscored(self.client, self.slot.root)
+        # The scripts list every agreed round the job evaluates until it is scored.
+        agreed = self._agreed(state)
+        self._scored.update(r for r in range(self._scored_below, agreed + 1) if r not in unscored)
         if everyone or not unscored or not self._peers:
             return unscored
-        latest = max(history)
+        latest = max(agreed, *unscored)
         return {r: d for r, d in unscored.items()
                 if r < latest or self._peers[r % len(self._peers)] == self.slot.node}
 

@@ -353,6 +353,11 @@ def read_history(client: redis.Redis, root: str) -> dict[int, str]:
     return {int(k): v for k, v in decode_map(client.hgetall(keys.history(root))).items()}
 
 
+def read_unscored(client: redis.Redis, root: str) -> dict[int, str]:
+    """Agreed rounds the job evaluates that no worker has scored yet: round -> global digest."""
+    return {int(k): v for k, v in decode_map(client.hgetall(keys.unscored(root))).items()}
+
+
 def job_exists(client: redis.Redis, root: str) -> bool:
     return bool(client.exists(keys.job(root)))
 

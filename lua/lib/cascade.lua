@@ -111,7 +111,7 @@ local function start_first_round(root)
   local job = KEY.job(root, root)
   local candidate = redis.call("HGET", job, F.CANDIDATE)
   redis.call("HSET", job, F.ROUND, 1)
-  redis.call("HSET", KEY.history(root), 0, candidate)
+  record_global(root, 0, candidate)
   begin_generation(root, root, candidate)
 end
 
@@ -234,7 +234,7 @@ local function apply_winner(root, cluster, winner)
   local parent = redis.call("HGET", job, F.PARENT)
   if parent == "" then
     local round = hget_int(job, F.ROUND)
-    redis.call("HSET", KEY.history(root), round, winner)
+    record_global(root, round, winner)
     if round >= hget_int(job, F.ROUNDS) then
       finish_tree(root, OUTCOME.COMPLETED, "", winner)
     else

@@ -6,9 +6,8 @@
   last generation's submissions and aggregates, a scored round's checkpoint); `sweep_retired`,
   called once the cascade of that call is complete, deletes each marked blob that nothing live
   still names. Live: every cluster's global, submissions and aggregates; the kept initial
-  candidate; the root's history entries that no worker has scored yet (a root worker evaluates
-  them after the round) among the rounds it evaluates (`evaluated`), or all of them with
-  keep_checkpoints. Dataset shares and the test split are never marked, so they need no check.
+  candidate; the globals of evaluated rounds that no worker has scored yet (the unscored hash:
+  a root worker evaluates them after the round), or every round's with keep_checkpoints. Dataset shares and the test split are never marked, so they need no check.
 ]]
 --- @include "lib/util"
 
@@ -16,6 +15,16 @@
 -- evaluate_every-th round and always the last; with 0, only the last.
 local function evaluated(round, rounds, every)
   return round == rounds or (every > 0 and round % every == 0)
+end
+
+-- Records the global agreed after `round` (0: the initial model): in the history, and among
+-- the unscored rounds when a root worker is to evaluate it.
+local function record_global(root, round, digest)
+  redis.call("HSET", KEY.history(root), round, digest)
+  local job = redis.call("HMGET", KEY.job(root, root), F.ROUNDS, F.EVALUATE_EVERY)
+  if evaluated(round, tonumber(job[1]) or 0, tonumber(job[2]) or 1) then
+    redis.call("HSET", KEY.unscored(root), round, digest)
+  end
 end
 
 local RETIRING = {}
@@ -41,19 +50,9 @@ local function live_blobs(root)
     for _, child in ipairs(split_csv(fields[2])) do walk(child) end
   end
   walk(root)
-  local top = KEY.job(root, root)
-  local fields = redis.call("HMGET", top, F.CANDIDATE, F.KEEP_CHECKPOINTS, F.ROUNDS,
-    F.EVALUATE_EVERY)
-  if fields[1] then live[fields[1]] = true end
-  local keep = tonumber(fields[2]) == 1
-  local rounds, every = tonumber(fields[3]) or 0, tonumber(fields[4]) or 1
-  local history = redis.call("HGETALL", KEY.history(root))
-  for i = 1, #history, 2 do
-    if keep or (evaluated(tonumber(history[i]), rounds, every)
-        and redis.call("HEXISTS", KEY.metrics(root), history[i]) == 0) then
-      live[history[i + 1]] = true
-    end
-  end
+  local top = redis.call("HMGET", KEY.job(root, root), F.CANDIDATE, F.KEEP_CHECKPOINTS)
+  if top[1] then live[top[1]] = true end
+  mark_values(tonumber(top[2]) == 1 and KEY.history(root) or KEY.unscored(root))
   return live
 end
 

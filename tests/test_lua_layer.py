@@ -51,6 +51,22 @@ return run(main)""")
     assert source.index("local A") < source.index("local function used") < source.index("main")
 
 
+def test_a_name_only_a_comment_mentions_is_no_use_but_one_after_a_dashed_string_is():
+    source = shake("""--[[ helper_in_block
+  is documented here ]]
+local function helper_in_block() return 1 end
+local function helper_in_line() return 2 end
+local function helper_after_string() return 3 end
+local function main()
+  -- helper_in_line is not called here
+  return "a -- b" .. helper_after_string()
+end
+return run(main)""")
+    assert "helper_after_string() return 3" in source
+    assert "function helper_in_block" not in source and "function helper_in_line" not in source
+    assert "--[[ helper_in_block" in source  # the comments themselves stay
+
+
 @pytest.mark.parametrize("name", script_names())
 def test_a_shaken_script_defines_every_helper_it_mentions(name):
     # A dropped helper that is still called would only fail when that path runs (a nil global).
@@ -60,7 +76,8 @@ def test_a_shaken_script_defines_every_helper_it_mentions(name):
                             re.M)
     defined = {next(g for g in m.groups() if g) for m in definition.finditer(full)}
     kept = {next(g for g in m.groups() if g) for m in definition.finditer(shaken)}
-    code = "\n".join(line.split("--")[0] for line in shaken.splitlines())
+    code = re.sub(r"--\[\[.*?\]\]", "", shaken, flags=re.S)
+    code = "\n".join(line.split("--")[0] for line in code.splitlines())
     mentioned = {n for n in defined if re.search(rf"(?<![\w.]){re.escape(n)}(?!\w)", code)}
     assert mentioned <= kept, sorted(mentioned - kept)
 

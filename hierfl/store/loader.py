@@ -122,36 +122,71 @@ def fold_constants(source: str, name: str = "<script>") -> str:
 _DEFINITION = re.compile(r"^(?:local\s+function\s+(\w+)|local\s+(\w+)\s*=|(KEY\.\w+)\s*=)")
 
 
+def code_lines(source: str) -> list[str]:
+    """Each line of `source` with its Lua comments blanked (``-- ...`` and ``--[[ ... ]]``,
+    which may span lines), string literals kept: the text in which a name is really used."""
+    out: list[str] = []
+    in_comment = False
+    for line in source.splitlines():
+        code, i, quote = [], 0, ""
+        while i < len(line):
+            if in_comment:
+                end = line.find("]]", i)
+                if end < 0:
+                    break
+                in_comment, i = False, end + 2
+            elif quote:
+                code.append(line[i])
+                if line[i] == "\\" and i + 1 < len(line):
+                    code.append(line[i + 1])
+                    i += 1
+                elif line[i] == quote:
+                    quote = ""
+                i += 1
+            elif line.startswith("--[[", i):
+                in_comment, i = True, i + 4
+            elif line.startswith("--", i):
+                break
+            else:
+                if line[i] in "\"'":
+                    quote = line[i]
+                code.append(line[i])
+                i += 1
+        out.append("".join(code))
+    return out
+
+
 def shake(source: str) -> str:
-    """`source` without the top-level definitions that nothing it keeps mentions.
+    """`source` without the top-level definitions that nothing it keeps uses.
 
     The assembled source is cut into top-level chunks: each begins at a line in column 0 and
     takes the indented lines and the closing ``end`` lines after it. A chunk that defines a name
-    (see `_DEFINITION`) is kept when a kept chunk mentions that name; every other chunk
-    (the script's own top level, comments) is kept. A mention is any whole-word occurrence, in
-    code, comments or strings alike, so a doubt keeps a definition; order is preserved, so each
-    kept definition still precedes its uses.
+    (see `_DEFINITION`) is kept when a kept chunk's code mentions that name; every other chunk
+    (the script's own top level, comments) is kept. A mention is any whole-word occurrence
+    outside comments (`code_lines`; a string counts, so a doubt keeps a definition); order is
+    preserved, so each kept definition still precedes its uses.
     """
-    chunks: list[tuple[str | None, list[str]]] = []
-    for line in source.splitlines():
+    chunks: list[tuple[str | None, list[str], list[str]]] = []
+    for line, code in zip(source.splitlines(), code_lines(source), strict=True):
         starts = line[:1] not in ("", " ", "\t") and not line.startswith("end")
         if starts or not chunks:
             match = _DEFINITION.match(line)
             name = next((g for g in match.groups() if g), None) if match else None
-            chunks.append((name, [line]))
+            chunks.append((name, [line], [code]))
         else:
             chunks[-1][1].append(line)
-    defined = {name for name, _ in chunks if name}
-    kept = [i for i, (name, _) in enumerate(chunks) if name is None]
+            chunks[-1][2].append(code)
+    defined = {name for name, _, _ in chunks if name}
+    kept = [i for i, (name, _, _) in enumerate(chunks) if name is None]
     wanted: set[str] = set()
     todo = list(kept)
     while todo:
-        text = "\n".join(chunks[todo.pop()][1])
+        text = "\n".join(chunks[todo.pop()][2])
         for name in defined - wanted:
             if re.search(rf"(?<![\w.]){re.escape(name)}(?!\w)", text):
                 wanted.add(name)
-                todo.extend(i for i, (n, _) in enumerate(chunks) if n == name)
-    return "\n".join(line for name, lines in chunks if name is None or name in wanted
+                todo.extend(i for i, (n, _, _) in enumerate(chunks) if n == name)
+    return "\n".join(line for name, lines, _ in chunks if name is None or name in wanted
                      for line in lines)
 
 

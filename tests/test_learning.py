@@ -148,6 +148,24 @@ def test_fedavg_weights_by_sample_counts() -> None:
     assert two["x"].tolist() == [3.0]
 
 
+def test_fedavg_is_the_sequential_float64_sum_bit_for_bit() -> None:
+    """Workers of different hierfl versions must agree: FedAvg stays sum(w * x) in float64,
+    member by member in id order, divided by sum(w), cast back, whatever buffers it uses."""
+    ordered = sorted(SUBMISSIONS)
+    with_ints = [(m, {**p, "steps": np.array([i * 7, 3], np.int64)}, w)
+                 for i, (m, p, w) in enumerate(ordered)]
+    result = aggregate(with_ints)
+    for name in result:
+        total = np.zeros(result[name].shape, np.float64)
+        for _, p, w in with_ints:
+            total = total + float(w) * p[name].astype(np.float64)
+        mean = total / float(sum(w for _, _, w in with_ints))
+        if name == "steps":
+            mean = np.rint(mean)
+        expected = mean.astype(result[name].dtype)
+        assert result[name].tobytes() == expected.tobytes(), name
+
+
 def test_median_and_trimmed_mean_match_numpy() -> None:
     stacks = {
         n: np.stack([p[n] for _, p, _ in SUBMISSIONS]).astype(np.float64) for n in SUBMISSIONS[0][1]

@@ -118,3 +118,38 @@ def test_a_sweep_reads_no_more_as_the_history_grows(r):
         d.scripts.record_metric("demo", "w0", max(past), past[max(past)], 0.9, 0.3)
     assert calls[-1] == calls[2], f"server commands per round: {calls}"
     assert set(unscored(d)) == {0}
+
+
+def test_a_blob_stored_for_a_refused_call_is_taken_back_unless_live(r):
+    d = Driver(r, sub=[], clients=[2], workers=[1], rounds=3)
+    share = d.blobs.put(b"c0's share")
+    d.deploy = lambda: d.scripts.deploy(d.root, d.tree, "{}", d.rounds, {"demo": {"c0": share}},
+                                        d.blobs.put(b"test split"))
+    d.setup()
+    stale = d.cluster("demo").generation
+    d.scripts.start_training("demo", "client", "c0", stale)
+    d.run_round()  # the round closes without c0's own parameters (the driver submits for it)
+    late = d.blobs.put(b"c0's parameters, trained too long")
+    with pytest.raises(ScriptError, match=r"^STALE_GENERATION: .* call is for generation "):
+        d.scripts.submit_params("demo", "client", "c0", stale, late, 10)
+    assert late in stored_blobs(d)
+    assert d.scripts.discard_blob("demo", late) is True
+    assert late not in stored_blobs(d)
+    assert d.scripts.discard_blob("demo", late) is False  # gone already
+    # Live blobs and data stay, whoever asks.
+    top = d.cluster("demo")
+    test = d.client.get(keys.testset("demo")).decode()
+    for keep in (top.global_digest, top.fields["candidate"], test, share):
+        assert d.scripts.discard_blob("demo", keep) is False
+        assert keep in stored_blobs(d)
+
+
+def test_discarding_refuses_bad_input_and_changes_nothing(r):
+    d = Driver(r, sub=[], clients=[1], workers=[1], rounds=2)
+    d.setup()
+    before = stored_blobs(d)
+    with pytest.raises(ScriptError, match=r"BAD_ARGUMENT: job=demo: 'not-hex' is not a hex digest"):
+        d.scripts.discard_blob("demo", "not-hex")
+    with pytest.raises(ScriptError, match=r"UNKNOWN_JOB: job=nojob: no such job"):
+        d.scripts.discard_blob("nojob", "ab" * 32)
+    assert stored_blobs(d) == before

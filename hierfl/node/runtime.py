@@ -188,6 +188,7 @@ class NodeRuntime:
         # What this session knows of its own entries without reading them (`_wants_own`).
         self._step_seen: Step | None = None  # the step the loop's last read showed
         self._step_done: Step | None = None  # the step this node last completed
+        self._published: list[str] = []  # digests this step stored (see _withdraw)
 
     # -- the loop --------------------------------------------------------------------------
 
@@ -364,6 +365,7 @@ class NodeRuntime:
         return True
 
     def _act(self, state: ClusterState) -> None:
+        self._published = []
         try:
             self.work(state)
             if self.may_act_in(state):
@@ -371,6 +373,7 @@ class NodeRuntime:
         except (StaleGeneration, IllegalTransition) as exc:
             # The cluster moved on while we worked: re-read and follow the new state.
             self.log.warning("step refused, following the new state: %s", exc)
+            self._withdraw(self._published)
         except BlobGone as exc:
             # A blob of a round that ended meanwhile was retired; gone in the current one, it
             # would be a real loss.
@@ -420,7 +423,16 @@ class NodeRuntime:
         node that sends garbage). A worker's aggregate is not sent again when a peer stored
         the same one first (`BlobStore.put`'s `unless_stored`; see `WorkerNode._upload`).
         """
-        return self.blobs.put(P.to_bytes(params), unless_stored=self.role == Role.WORKER)
+        digest = self.blobs.put(P.to_bytes(params), unless_stored=self.role == Role.WORKER)
+        self._published.append(digest)
+        return digest
+
+    def _withdraw(self, digests: list[str]) -> None:
+        """Take back what this step stored for a refused call: nothing will name those blobs
+        (`discard_blob` keeps any that something live does, such as a peer's same aggregate)."""
+        for digest in digests:
+            if self.scripts.discard_blob(self.slot.root, digest):
+                self.log.info("discarded %s, stored for the refused call", digest[:12])
 
     def load_share(self, digest: str) -> tuple[np.ndarray, np.ndarray]:
         return decode_share(self.blobs.get(digest))

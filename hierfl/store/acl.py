@@ -38,6 +38,7 @@ NODE_COMMANDS = (
 SCRIPT_COMMANDS = (
     "del",
     "exists",
+    "get",
     "hdel",
     "hexists",
     "hget",

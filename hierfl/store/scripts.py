@@ -132,6 +132,10 @@ class Scripts:
         args = [cluster, role, node, generation, member, reason]
         return bool(self._call("report_exclusion", [keys.job(cluster)], args))
 
+    def discard_blob(self, root: str, digest: str) -> bool:
+        """Delete a blob stored for a refused call, unless something live names it."""
+        return bool(self._call("discard_blob", [keys.job(root)], [root, digest]))
+
     def close_round(self, cluster: str, generation: int) -> bool:
         return bool(self._call("close_round", [keys.job(cluster)], [cluster, generation]))
 

@@ -96,6 +96,18 @@ def test_deadlines_drop_dead_and_late_members_and_the_job_completes(new_job, r):
                  if e["op"] == "submit_params" and e["cluster"] == f"{name}#1"
                  and e["node"] == "client/c1"]
     assert submitted == ["1", "3"]
+    # The blob it stored for the refused call was taken back: what is left at the end is the
+    # data, the initial and the final model, and the last generation's submissions and
+    # aggregates (what lib/retire keeps of a finished job), nothing an earlier round left.
+    assert "stored for the refused call" in job.log(late)
+    clusters = (name, f"{name}#0", f"{name}#1")
+    stored = {k.decode().rsplit(":", 1)[1] for k in r.scan_iter(match=keys.blob(name, "*"))}
+    history = {int(k): v.decode() for k, v in r.hgetall(keys.history(name)).items()}
+    data = {r.get(keys.testset(name)).decode()} | {
+        v.decode() for c in clusters for v in r.hvals(keys.shares(c))}
+    last = {v.decode() for c in clusters
+            for v in r.hvals(keys.submissions(c)) + r.hvals(keys.aggregates(c))}
+    assert stored == data | {history[0], history[3]} | last
     print(f"\n{outcome}")
 
 

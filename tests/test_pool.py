@@ -65,3 +65,26 @@ def test_a_tree_splits_into_shares_of_whole_clusters_and_spread_workers():
     assert sorted(map(len, shares)) == [9, 12] and sorted(root_workers) == [0, 3]
     assert sorted(map(len, split(tree, 3))) == [7, 7, 7]  # each leaf and one root worker
     assert len(split(tree, 30)) == 6  # no empty share: three leaves, three root workers
+
+
+def test_a_node_log_line_names_the_node_once_and_a_library_logger_after_it(tmp_path):
+    import logging
+
+    from hierfl.node.pool import logging_to
+
+    path = tmp_path / "nodes.log"
+
+    def node() -> None:
+        logging.getLogger("hierfl.node.demo#0/client/c1").info("generation 3: submitted")
+        logging.getLogger("hierfl.store.hub").warning("connection lost")
+
+    with logging_to(path):
+        thread = threading.Thread(target=node, name="demo#0/client/c1")
+        thread.start()
+        thread.join()
+        node()  # a node process of its own logs from its main thread
+    lines = [line.split(" ", 2)[2] for line in path.read_text().splitlines()]
+    assert lines == ["INFO demo#0/client/c1: generation 3: submitted",
+                     "WARNING demo#0/client/c1 hierfl.store.hub: connection lost",
+                     "INFO demo#0/client/c1: generation 3: submitted",
+                     "WARNING hierfl.store.hub: connection lost"]

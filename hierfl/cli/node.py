@@ -10,6 +10,7 @@ import typer
 
 from hierfl.cli.common import RedisOption, open_redis, out, reports_errors
 from hierfl.errors import BadInput
+from hierfl.node.logs import node_handler
 from hierfl.protocol import Role
 
 
@@ -55,10 +56,8 @@ def node(
     SIGTERM or Ctrl-C stops the node cleanly (exit 0); restarted with the same --cluster and
     --id, it resumes from what Redis holds.
     """
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(threadName)s %(name)s: %(message)s",
-    )
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
+                        handlers=[node_handler(logging.StreamHandler())])
     if count > 1:
         if node_id:
             raise BadInput("--id names one node; with --count the nodes claim free slots")

@@ -24,6 +24,7 @@ from hierfl.errors import HierflError
 from hierfl.jobtree import ClusterSpec
 from hierfl.node.claim import claim_slot
 from hierfl.node.client import ClientNode
+from hierfl.node.logs import node_handler
 from hierfl.node.runtime import NodeRuntime, Slot
 from hierfl.node.worker import WorkerNode
 from hierfl.protocol import Role
@@ -149,9 +150,7 @@ def tree_slots(tree: list[ClusterSpec]) -> list[Slot]:
 @contextmanager
 def logging_to(path: Path, level: int = logging.INFO) -> Iterator[None]:
     """Send the nodes' log records to `path` instead of the terminal."""
-    handler = logging.FileHandler(path, encoding="utf-8")
-    handler.setFormatter(logging.Formatter(
-        "%(asctime)s %(levelname)s %(threadName)s %(name)s: %(message)s"))
+    handler = node_handler(logging.FileHandler(path, encoding="utf-8"))
     root = logging.getLogger()
     previous = root.level
     root.addHandler(handler)

@@ -7,16 +7,14 @@
   ARGV[1] root       the root job name
   ARGV[2] reason     why (shown by status, events and explain)
   Returns: the number of clusters stopped
-  Errors: UNKNOWN_JOB, ILLEGAL_TRANSITION
+  Errors: BAD_ARGUMENT, UNKNOWN_JOB, ILLEGAL_TRANSITION
   Writes: process_stage of every cluster; outcome, reason; events
 ]]
 --- @include "lib/cascade"
 
 local function main()
   local root, reason = ARGV[1], ARGV[2]
-  if redis.call("EXISTS", KEYS[1]) == 0 then
-    refuse(ERR.UNKNOWN_JOB, "job=" .. root .. ": no such job")
-  end
+  root_job(root)
   local outcome = redis.call("HGET", KEYS[1], F.OUTCOME)
   if outcome ~= OUTCOME.RUNNING then
     refuse(ERR.ILLEGAL_TRANSITION, "job=" .. root .. ": cannot cancel a job that has "

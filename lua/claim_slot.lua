@@ -31,9 +31,7 @@ end
 
 local function main()
   local root, role, claimant, cluster, node = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
-  if redis.call("EXISTS", KEYS[1]) == 0 then
-    refuse(ERR.UNKNOWN_JOB, "job=" .. root .. ": no such job")
-  end
+  root_job(root)
   if role ~= "client" and role ~= "worker" then
     refuse(ERR.BAD_ARGUMENT, "job=" .. root .. ": unknown role '" .. role .. "' (client or worker)")
   end

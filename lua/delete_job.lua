@@ -9,7 +9,7 @@
   ARGV[1] root       the root job name
   ARGV[2] force      "1" to delete even with live nodes
   Returns: the number of keys deleted
-  Errors: UNKNOWN_JOB, ILLEGAL_TRANSITION
+  Errors: BAD_ARGUMENT, UNKNOWN_JOB, ILLEGAL_TRANSITION
   Writes: deletes the tree's keys (except blobs)
 ]]
 --- @include "lib/cascade"
@@ -38,9 +38,7 @@ end
 
 local function main()
   local root, force = ARGV[1], ARGV[2] == "1"
-  if redis.call("EXISTS", KEYS[1]) == 0 then
-    refuse(ERR.UNKNOWN_JOB, "job=" .. root .. ": no such job")
-  end
+  root_job(root)
   local live = live_nodes(root)
   if live > 0 and not force then
     refuse(ERR.ILLEGAL_TRANSITION, "job=" .. root .. ": " .. live .. " node(s) are still live; "

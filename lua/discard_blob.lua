@@ -5,7 +5,8 @@
   a global, a submission, an aggregate, the initial candidate, an unscored round's checkpoint)
   and it is no dataset share or test split.
 
-  Preconditions: the job exists; the digest is a hex digest.
+  Preconditions: KEYS[1] is the job's root hash and the job exists; the digest is 64 hex
+  digits (SHA-256).
   KEYS[1] job        the root cluster hash            hierfl:{ROOT}:job:ROOT
   ARGV[1] root       the root job name
   ARGV[2] digest     the blob's digest
@@ -34,12 +35,10 @@ end
 
 local function main()
   local root, digest = ARGV[1], ARGV[2]
-  if redis.call("EXISTS", KEYS[1]) == 0 then
-    refuse(ERR.UNKNOWN_JOB, "job=" .. root .. ": no such job")
-  end
-  if type(digest) ~= "string" or not string.match(digest, "^%x+$") then
+  root_job(root)
+  if type(digest) ~= "string" or #digest ~= 64 or not string.match(digest, "^%x+$") then
     refuse(ERR.BAD_ARGUMENT, "job=" .. root .. ": '" .. tostring(digest)
-      .. "' is not a hex digest")
+      .. "' is not a blob digest (64 hex digits)")
   end
   if is_data(root, digest) then return 0 end
   retire(digest)

@@ -24,9 +24,7 @@
 local function main()
   local root, node, round = ARGV[1], ARGV[2], ARGV[3]
   local accuracy, loss = tonumber(ARGV[5]), tonumber(ARGV[6])
-  if redis.call("EXISTS", KEYS[1]) == 0 then
-    refuse(ERR.UNKNOWN_JOB, "job=" .. root .. ": no such job")
-  end
+  root_job(root)
   if redis.call("HEXISTS", KEY.workers(root, root), node) == 0 then
     refuse(ERR.UNKNOWN_NODE, "job=" .. root .. " node=worker/" .. node
       .. ": only a worker of the root cluster records metrics")

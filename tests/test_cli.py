@@ -114,3 +114,16 @@ def test_init_job_from_a_sheet_keeps_its_rounds_unless_told(cli):
     assert json.loads(cli("status", "a", "--json").output)["rounds"] == 12
     assert cli("init-job", "b", "--sheet", sheet, "--rounds", "3").exit_code == 0
     assert json.loads(cli("status", "b", "--json").output)["rounds"] == 3
+
+
+def test_a_node_given_missing_data_stops_before_it_claims_a_slot(cli, tmp_path):
+    assert cli("init-job", "wc", "--clients", "1", "--workers", "1").exit_code == 0
+    before = json.loads(cli("status", "wc", "--json").output)
+    missing = tmp_path / "nowhere.npz"
+    result = cli("node", "--role", "client", "--job", "wc", "--data", str(missing))
+    assert result.exit_code == 1
+    assert f"--data {missing}: no such file" in result.output
+    result = cli("node", "--role", "worker", "--job", "wc", "--data", str(missing))
+    assert result.exit_code == 1
+    assert "--data is a client's own training data; a worker takes none" in result.output
+    assert json.loads(cli("status", "wc", "--json").output) == before  # no slot claimed

@@ -103,3 +103,32 @@ def test_a_run_that_times_out_cancels_its_job(r, hierfl_env, tmp_path):
     top = read_cluster(r, "slow")
     assert top.outcome == Outcome.CANCELLED.value
     assert "hierfl run stopped: job slow did not finish within 2 s" in top.fields["reason"]
+
+
+def test_a_node_waiting_for_its_job_says_so_once_however_often_it_wakes(r, caplog):
+    import logging
+    import threading
+
+    from hierfl.node.claim import NoFreeSlot, claim_slot
+    from hierfl.protocol import Role
+
+    outcome: list[BaseException] = []
+
+    def wait_for_ghost() -> None:
+        try:
+            claim_slot(r, Role.CLIENT, job="ghost", timeout=1.5)
+        except NoFreeSlot as exc:
+            outcome.append(exc)
+
+    with caplog.at_level(logging.DEBUG, logger="hierfl.node.claim"):
+        waiting = threading.Thread(target=wait_for_ghost)
+        waiting.start()
+        for name in ("other1", "other2", "other3"):  # each registry change wakes it
+            time.sleep(0.2)
+            Driver(r, name, sub=[], clients=[1], workers=[1]).deploy()
+        waiting.join(10)
+    assert outcome and "no free client slot appeared within 1.5 s" in str(outcome[0])
+    said = [rec for rec in caplog.records if "waiting for it to be deployed" in rec.message]
+    assert said[0].message == "no job ghost yet; waiting for it to be deployed"
+    assert [rec.levelno for rec in said][:1] == [logging.INFO] and len(said) >= 2
+    assert all(rec.levelno == logging.DEBUG for rec in said[1:])

@@ -170,6 +170,8 @@ def _reachable_codes(name: str) -> set[str]:
             own.add("STALE_GENERATION")
     if "check_blob(" in body:
         own |= {"BAD_ARGUMENT", "MISSING_BLOB"}
+    if "root_job(" in body:  # lib/util: KEYS[1] must be the job's root hash, and exist
+        own |= {"BAD_ARGUMENT", "UNKNOWN_JOB"}
     return own
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+import redis
 from driver import Driver
 
 from hierfl import keys
@@ -148,8 +149,17 @@ def test_discarding_refuses_bad_input_and_changes_nothing(r):
     d = Driver(r, sub=[], clients=[1], workers=[1], rounds=2)
     d.setup()
     before = stored_blobs(d)
-    with pytest.raises(ScriptError, match=r"BAD_ARGUMENT: job=demo: 'not-hex' is not a hex digest"):
+    with pytest.raises(ScriptError, match=r"BAD_ARGUMENT: job=demo: 'not-hex' is not a blob "):
         d.scripts.discard_blob("demo", "not-hex")
+    with pytest.raises(ScriptError, match=r"\(64 hex digits\)"):
+        d.scripts.discard_blob("demo", "ab" * 5000)
+    # KEYS[1] must be the named job's root hash: not a sub-cluster's, nor another key.
+    _, sha = d.scripts._scripts["discard_blob"]
+    for key, root in ((keys.job("demo"), "demo#0"), (keys.sheet("demo"), "demo")):
+        with pytest.raises(redis.ResponseError, match=r"BAD_ARGUMENT KEYS\[1\] is "):
+            d.client.evalsha(sha, 1, key, root, "ab" * 32)
+    with pytest.raises(redis.ResponseError, match=r"BAD_ARGUMENT KEYS\[1\] is nil"):
+        d.client.evalsha(sha, 0, "demo", "ab" * 32)
     with pytest.raises(ScriptError, match=r"UNKNOWN_JOB: job=nojob: no such job"):
         d.scripts.discard_blob("nojob", "ab" * 32)
     assert stored_blobs(d) == before

@@ -14,8 +14,21 @@ from rich.markup import escape
 from hierfl.errors import HierflError
 from hierfl.store.connection import connect, resolve_url
 
-out = Console(highlight=False)
-err = Console(stderr=True, highlight=False)
+#: Line width when output goes to a file or pipe: rich would wrap at 80 columns, cutting
+#: messages and tree lines in two for grep and log scrapers; a terminal wraps for the eye.
+UNWRAPPED = 10_000
+
+
+def console(stderr: bool = False) -> Console:
+    """A console that wraps to the terminal, and not at all when piped or redirected."""
+    made = Console(stderr=stderr, highlight=False)
+    if not made.is_terminal:
+        made.width = UNWRAPPED
+    return made
+
+
+out = console()
+err = console(stderr=True)
 F = TypeVar("F", bound=Callable)
 
 RedisOption = Annotated[

@@ -58,6 +58,13 @@ def node(
     """
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
                         handlers=[node_handler(logging.StreamHandler())])
+    if data is not None:
+        # Checked before a slot is claimed: a node that failed on it after joining would leave
+        # its slot claimed and the job waiting for it.
+        if role != Role.CLIENT:
+            raise BadInput("--data is a client's own training data; a worker takes none")
+        if not data.is_file():
+            raise BadInput(f"--data {data}: no such file")
     if count > 1:
         if node_id:
             raise BadInput("--id names one node; with --count the nodes claim free slots")

@@ -13,18 +13,18 @@ from collections.abc import Callable
 from typing import Annotated, Any, TypeVar
 
 import typer
-from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from hierfl.cli.common import console
 from hierfl.errors import HierflError
 from hierfl.store import acl
 from hierfl.store.server import EmbeddedServer
 
 app = typer.Typer(help="Manage the embedded Redis server.", no_args_is_help=True)
 
-_out = Console()
-_err = Console(stderr=True)
+_out = console()
+_err = console(stderr=True)
 T = TypeVar("T")
 
 

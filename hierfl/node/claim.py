@@ -49,6 +49,7 @@ def claim_slot(
         check_node_id(node)
     deadline = None if timeout is None else time.monotonic() + timeout
     make_waiter = waiters or (lambda watched, t: KeyWaiter(client, watched, t))
+    said = False
     with make_waiter([keys.JOBS], SAFETY_TIMEOUT) as waiter:
         while True:
             slot = _try_claim(scripts, client, role, job, cluster or "", node or "")
@@ -58,8 +59,12 @@ def claim_slot(
                 raise NoFreeSlot(f"job {job} has no free {role.value} slot"
                                  f"{' in ' + cluster if cluster else ''}: every one is taken "
                                  "(restart a lost node with --cluster and --id)")
-            log.info("no free %s slot%s yet; waiting for a job", role.value,
-                     f" in {job}" if job else "")
+            # Said once: the loop goes round again on every registry change and on each
+            # safety timeout, and a node may wait for its job for hours.
+            log.log(logging.DEBUG if said else logging.INFO, "%s; waiting for %s",
+                    f"no job {job} yet" if job else f"no free {role.value} slot yet",
+                    "it to be deployed" if job else "a job")
+            said = True
             left = None if deadline is None else deadline - time.monotonic()
             if left is not None and left <= 0:
                 raise NoFreeSlot(f"no free {role.value} slot appeared within {timeout:g} s")

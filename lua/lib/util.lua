@@ -48,3 +48,18 @@ local function member_key(root, cluster, role)
   if role == "client" then return KEY.clients(root, cluster) end
   return KEY.workers(root, cluster)
 end
+
+-- The root cluster hash of job `root`: refused unless KEYS[1] is that hash (Redis Cluster
+-- routes a call by KEYS[1], and a script touches only the keys of the tree it names) and the
+-- job exists.
+local function root_job(root)
+  local job = type(root) == "string" and root ~= "" and KEY.job(root, root) or nil
+  if not job or KEYS[1] ~= job then
+    refuse(ERR.BAD_ARGUMENT, "KEYS[1] is " .. tostring(KEYS[1]) .. ", expected " .. tostring(job)
+      .. " (the root hash of job '" .. tostring(root) .. "')")
+  end
+  if redis.call("EXISTS", job) == 0 then
+    refuse(ERR.UNKNOWN_JOB, "job=" .. root .. ": no such job")
+  end
+  return job
+end

@@ -29,7 +29,7 @@ from typer.testing import CliRunner
 
 from hierfl import keys
 from hierfl.cli.app import app
-from hierfl.errors import BadInput, RedisUnavailable
+from hierfl.errors import BadInput, RedisUnavailable, ScriptError
 from hierfl.protocol import Outcome
 from hierfl.store import acl
 from hierfl.store.connection import connect, resolve_url, url_for_display
@@ -420,9 +420,10 @@ def test_a_confined_node_runs_its_job_and_cannot_touch_another(acl_server: Serve
     # writes inside jobA's tree.
     node = connect(_node_url(acl_server), job="jobA")
     try:
-        # A script that reaches jobB's keys from its arguments while KEYS[1] is jobA's own
-        # (running) hash: refused inside the script, by the same ACL check.
-        with pytest.raises(redis.ResponseError, match="can't access at least one of the keys"):
+        # A script asked to reach jobB's keys from its arguments while KEYS[1] is jobA's own
+        # (running) hash: refused by the script before it touches anything (and any raw
+        # script that tries is refused by the ACL check, below).
+        with pytest.raises(ScriptError, match=r"BAD_ARGUMENT: KEYS\[1\] is hierfl:\{jobA\}"):
             Scripts(node)._call("claim_slot", [keys.job("jobA")],
                                 ["jobB", "client", "intruder", "", ""])
         # The node runs its job with the scripts, start to end.

@@ -20,6 +20,7 @@ from typing import Any
 
 from hierfl.errors import BadInput
 from hierfl.jobtree import ClusterSpec, Tolerance, build_tree, check_root_name
+from hierfl.wording import counted
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -614,8 +615,9 @@ def sheet_summary(sheet: JobSheet) -> str:
     n_clients = sum(len(s.clients) for s in specs)
     n_workers = sum(len(s.workers) for s in specs)
     return (
-        f"{sheet.name}: {sheet.rounds} rounds, {len(specs)} clusters, {n_clients} clients, "
-        f"{n_workers} workers, data {sheet.data.dataset} ({sheet.data.partition})"
+        f"{sheet.name}: {counted(sheet.rounds, 'rounds')}, {counted(len(specs), 'clusters')}, "
+        f"{counted(n_clients, 'clients')}, {counted(n_workers, 'workers')}, "
+        f"data {sheet.data.dataset} ({sheet.data.partition})"
     )
 
 

@@ -127,3 +127,12 @@ def test_a_node_given_missing_data_stops_before_it_claims_a_slot(cli, tmp_path):
     assert result.exit_code == 1
     assert "--data is a client's own training data; a worker takes none" in result.output
     assert json.loads(cli("status", "wc", "--json").output) == before  # no slot claimed
+
+
+def test_counts_of_one_read_in_the_singular(cli):
+    from hierfl.wording import counted
+
+    assert [counted(1, "processes"), counted(1, "rounds"), counted(0, "workers")] == [
+        "1 process", "1 round", "0 workers"]
+    result = cli("init-job", "one", "--sub", "2", "--clients", "1", "--workers", "1")
+    assert "one#0  (1 client, 1 worker)" in result.output, result.output

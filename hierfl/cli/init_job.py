@@ -12,6 +12,7 @@ from hierfl.cli.common import JsonOption, RedisOption, open_redis, out, reports_
 from hierfl.jobtree import check_root_name
 from hierfl.lifecycle import deploy_job
 from hierfl.sheet import default_sheet, load_sheet
+from hierfl.wording import counted
 
 
 @reports_errors
@@ -50,9 +51,9 @@ def init_job(
         out.print_json(json.dumps({"job": name, "clusters": [s.to_json() for s in tree]}))
         return
     for spec in tree:
-        members = f"{len(spec.clients)} clients" if spec.clients else ""
-        subs = f"{len(spec.children)} sub-clusters" if spec.children else ""
-        detail = ", ".join(x for x in (subs, members, f"{len(spec.workers)} workers") if x)
+        members = counted(len(spec.clients), "clients") if spec.clients else ""
+        subs = counted(len(spec.children), "sub-clusters") if spec.children else ""
+        detail = ", ".join(x for x in (subs, members, counted(len(spec.workers), "workers")) if x)
         out.print(f"{'  ' * spec.level}{spec.name}  [dim]({detail})[/dim]")
 
 

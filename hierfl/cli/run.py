@@ -34,6 +34,7 @@ from hierfl.lifecycle import cancel_job, deploy_job
 from hierfl.sheet import JobSheet, load_sheet
 from hierfl.store.state import JobStatus, job_exists, read_job
 from hierfl.store.waiter import KeyWaiter
+from hierfl.wording import counted
 
 #: How often the supervisor looks at its child processes when Redis is quiet (seconds).
 SUPERVISE_EVERY = 1.0
@@ -70,8 +71,9 @@ def run(
     say = (lambda *a: None) if quiet or as_json else out.print
     with cancelled_unless_finished(client, job.name):
         log_dir = make_log_dir(runs_dir, job.name)
-        say(f"job [bold]{job.name}[/bold]: {len(tree)} clusters, {node_count(tree)} nodes, "
-            f"{job.rounds} rounds; node logs in {log_dir}/")
+        say(f"job [bold]{job.name}[/bold]: {counted(len(tree), 'clusters')}, "
+            f"{counted(node_count(tree), 'nodes')}, {counted(job.rounds, 'rounds')}; "
+            f"node logs in {log_dir}/")
         procs = spawn_nodes(tree, url, log_dir)
         try:
             with RoundProgress(out, job.rounds, enabled=not (quiet or as_json)) as progress:

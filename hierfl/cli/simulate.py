@@ -39,6 +39,7 @@ from hierfl.node.pool import CONCURRENCY, POOL_CONNECTIONS, NodePool, logging_to
 from hierfl.node.runtime import Slot
 from hierfl.store.blobs import BlobCache
 from hierfl.store.state import JobStatus
+from hierfl.wording import counted
 
 #: How long the nodes may take to exit once the job has finished (seconds).
 EXIT_TIMEOUT = 60.0
@@ -80,15 +81,17 @@ def simulate(
         log_dir = make_log_dir(runs_dir, job.name)
         shares = part.split(tree, processes) if processes > 1 else []
         if shares:
-            say(f"job [bold]{job.name}[/bold]: {len(tree)} clusters, {node_count(tree)} nodes "
-                f"as threads of {len(shares)} processes, {job.rounds} rounds; node logs in "
-                f"{log_dir}/nodes-*.log")
+            say(f"job [bold]{job.name}[/bold]: {counted(len(tree), 'clusters')}, "
+                f"{counted(node_count(tree), 'nodes')} as threads of "
+                f"{counted(len(shares), 'processes')}, {counted(job.rounds, 'rounds')}; "
+                f"node logs in {log_dir}/nodes-*.log")
             status = _in_processes(client, url, job.name, shares, concurrency, log_dir,
                                    progress, timeout)
         else:
             log_file = log_dir / "nodes.log"
-            say(f"job [bold]{job.name}[/bold]: {len(tree)} clusters, {node_count(tree)} nodes "
-                f"as threads of this process, {job.rounds} rounds; node log in {log_file}")
+            say(f"job [bold]{job.name}[/bold]: {counted(len(tree), 'clusters')}, "
+                f"{counted(node_count(tree), 'nodes')} as threads of this process, "
+                f"{counted(job.rounds, 'rounds')}; node log in {log_file}")
             with logging_to(log_file), NodePool(client, url, concurrency=concurrency) as pool:
                 pool.start_slots(tree_slots(tree))
                 with progress:

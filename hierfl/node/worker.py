@@ -20,6 +20,7 @@ from hierfl.learning.evaluation import evaluate
 from hierfl.node.runtime import NodeRuntime, Slot
 from hierfl.protocol import ErrorCode, Field, ProcessStage, Role, evaluated
 from hierfl.store.state import ClusterState, read_unscored
+from hierfl.wording import counted
 
 
 class WorkerNode(NodeRuntime):
@@ -81,8 +82,8 @@ class WorkerNode(NodeRuntime):
         rule = self.sheet.aggregation
         result = aggregate(submissions, rule=rule.rule, trim=rule.trim)
         digest = self._upload(result, state)
-        self.log.info("generation %d: aggregated %d submissions (%s) into %s",
-                      gen, len(submissions), rule.rule, digest[:12])
+        self.log.info("generation %d: aggregated %s (%s) into %s",
+                      gen, counted(len(submissions), "submissions"), rule.rule, digest[:12])
 
     def _upload(self, result: P.Params, state: ClusterState) -> str:
         """Store the aggregate and say so (upload_aggregate); its digest. A peer's identical

@@ -1,7 +1,7 @@
 --[[
   delete_job: removes a job tree's coordination state (every cluster's hashes, the slots, the
-  sheet, the history, the metrics, the unscored rounds and the events). The caller then removes the tree's blobs
-  (content-addressed data, not state) and its registry entry.
+  sheet, the history, the metrics, the unscored rounds and the events). The caller then removes
+  the tree's blobs (content-addressed data, not state) and its registry entry.
 
   Preconditions: the job exists; no node is live (a member between JOBSHEET_ACKED and DONE, or
   a claimed one still DEPLOYED) unless forced.

@@ -19,18 +19,13 @@
 
 -- Whether `digest` is the test split or any client's dataset share (never retired).
 local function is_data(root, digest)
-  if redis.call("GET", KEY.testset(root)) == digest then return true end
-  local function holds(cluster)
+  local found = redis.call("GET", KEY.testset(root)) == digest
+  each_below(root, root, function(cluster)
     for _, share in ipairs(redis.call("HVALS", KEY.shares(root, cluster))) do
-      if share == digest then return true end
+      if share == digest then found = true end
     end
-    local children = redis.call("HGET", KEY.job(root, cluster), F.CHILDREN)
-    for _, child in ipairs(split_csv(children)) do
-      if holds(child) then return true end
-    end
-    return false
-  end
-  return holds(root)
+  end)
+  return found
 end
 
 local function main()

@@ -181,12 +181,12 @@ class WorkerNode(NodeRuntime):
         the root's state says which rounds are agreed, the unscored rounds it read (or scored
         itself) which of them are done. Spares the read while no evaluated round is agreed
         (`evaluate_every`)."""
-        sheet = self.sheet
-        while self._scored_below <= self._agreed(state) and (
+        sheet, agreed = self.sheet, self._agreed(state)
+        while self._scored_below <= agreed and (
                 self._scored_below in self._scored
                 or not evaluated(self._scored_below, sheet.rounds, sheet.evaluate_every)):
             self._scored_below += 1
-        return self._scored_below <= self._agreed(state)
+        return self._scored_below <= agreed
 
     @staticmethod
     def _agreed(state: ClusterState) -> int:

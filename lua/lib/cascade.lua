@@ -12,10 +12,6 @@
 --- @include "lib/event"
 --- @include "lib/retire"
 
-local function children_of(root, cluster)
-  return split_csv(redis.call("HGET", KEY.job(root, cluster), F.CHILDREN))
-end
-
 local function lowest_status(key)
   local lowest = STATUS.EXITED
   for _, v in ipairs(redis.call("HVALS", key)) do
@@ -52,12 +48,6 @@ local function recompute_stages(root, cluster, move)
     redis.call("HSET", stages, F.CLIENT_STAGE, cs, F.WORKER_STAGE, ws, F.UPDATED_AT, now_ms())
   end
   return cs, ws
-end
-
--- Applies `fn(cluster)` to a cluster and all clusters below it, pre-order.
-local function each_below(root, cluster, fn)
-  fn(cluster)
-  for _, child in ipairs(children_of(root, cluster)) do each_below(root, child, fn) end
 end
 
 local function set_status_in_parent(root, cluster, parent, status)

@@ -7,7 +7,8 @@
   called once the cascade of that call is complete, deletes each marked blob that nothing live
   still names. Live: every cluster's global, submissions and aggregates; the kept initial
   candidate; the globals of evaluated rounds that no worker has scored yet (the unscored hash:
-  a root worker evaluates them after the round), or every round's with keep_checkpoints. Dataset shares and the test split are never marked, so they need no check.
+  a root worker evaluates them after the round), or every round's with keep_checkpoints.
+  Dataset shares and the test split are never marked, so they need no check.
 ]]
 --- @include "lib/util"
 

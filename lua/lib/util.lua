@@ -44,6 +44,16 @@ local function hget_int(key, field)
   return tonumber(redis.call("HGET", key, field)) or 0
 end
 
+local function children_of(root, cluster)
+  return split_csv(redis.call("HGET", KEY.job(root, cluster), F.CHILDREN))
+end
+
+-- Applies `fn(cluster)` to a cluster and all clusters below it, pre-order.
+local function each_below(root, cluster, fn)
+  fn(cluster)
+  for _, child in ipairs(children_of(root, cluster)) do each_below(root, child, fn) end
+end
+
 local function member_key(root, cluster, role)
   if role == "client" then return KEY.clients(root, cluster) end
   return KEY.workers(root, cluster)

@@ -76,6 +76,17 @@ def test_a_large_blob_already_stored_is_not_sent_again(r):
     assert calls(r, "set") == sets + 1
 
 
+def test_a_blob_this_process_holds_is_not_even_asked_about(r):
+    cache = BlobCache(1_000_000)
+    data = b"\x02" * CHECK_BEFORE_UPLOAD
+    digest = BlobStore(r, "bl", cache).put(data)  # a peer in this process stored it
+    exists, sets = calls(r, "exists"), calls(r, "set")
+    assert BlobStore(r, "bl", cache).put(data, unless_stored=True) == digest
+    assert (calls(r, "exists"), calls(r, "set")) == (exists, sets)
+    BlobStore(r, "bl", cache).put(data)  # a plain put always sends (SET NX)
+    assert calls(r, "set") == sets + 1
+
+
 class RetiredMeanwhile(WorkerNode):
     """Plays the race `unless_stored` leaves open: the stored copy that let this worker skip
     its upload is retired before its upload_aggregate call."""

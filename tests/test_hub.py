@@ -114,6 +114,35 @@ def test_shared_reads_read_the_cluster_hash_once_per_notification_and_own_entrie
         assert reads.reads == 2  # ... and shared
 
 
+def test_a_waiter_woken_only_for_some_states_sleeps_through_the_others(r):
+    from hierfl.protocol import ProcessStage
+    from hierfl.store.hub import SharedReads
+
+    d = Driver(r, sub=[], clients=[2], workers=[1])
+    d.setup()  # the cluster is training
+    with (NotificationHub(r) as hub, hub.waiter([keys.job("demo")], 30.0) as worker,
+          hub.waiter([keys.job("demo")], 30.0) as client):
+        reads = SharedReads(r, hub)
+        worker.wake_only_for("demo", lambda s: s.process_stage == ProcessStage.AGGREGATING)
+        r.hset(keys.job("demo"), "probe", 1)  # a change while the cluster trains
+        assert client.wait(timeout=5) is True  # not gated: woken by every change
+        assert worker.wait(timeout=0.3) is False
+        assert reads.reads == 1  # the hub read it once, for its gated waiter
+
+        d.train_cluster("demo")  # every client submits: the cluster aggregates
+        assert worker.wait(timeout=5) is True
+        before = reads.reads
+        assert reads.read("demo", ("worker", "w0")).process_stage == ProcessStage.AGGREGATING
+        assert reads.reads == before  # the node reads what the hub read to wake it
+
+        worker.wake_only_for("demo", lambda s: 1 / 0)  # a failing check wakes it
+        r.hset(keys.job("demo"), "probe", 2)
+        assert worker.wait(timeout=5) is True
+        worker.wake_only_for("demo", lambda s: False)
+        r.delete(keys.job("demo"))  # gone: woken, to find out for itself
+        assert worker.wait(timeout=5) is True
+
+
 def test_nodes_taking_turns_run_at_most_n_at_once():
     turns, lock = Turns(2), threading.Lock()
     active, most = [0], [0]

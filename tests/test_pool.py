@@ -88,3 +88,32 @@ def test_a_node_log_line_names_the_node_once_and_a_library_logger_after_it(tmp_p
                      "WARNING demo#0/client/c1 hierfl.store.hub: connection lost",
                      "INFO demo#0/client/c1: generation 3: submitted",
                      "WARNING hierfl.store.hub: connection lost"]
+
+
+def test_a_node_sleeps_only_through_states_it_could_not_act_in(r):
+    """The hub does not wake a node for a cluster state its `may_wake_for` refuses; so that
+    must hold of every state in which the node is ready (`_ready`), whatever its own entries."""
+    from itertools import product
+
+    from hierfl.node.client import ClientNode
+    from hierfl.node.runtime import Slot
+    from hierfl.node.worker import WorkerNode
+    from hierfl.protocol import ProcessStage, Role
+    from hierfl.store.state import ClusterState
+
+    now = 1_000_000
+    nodes = [ClientNode(r, Slot("j#0", Role.CLIENT, "c0")),
+             WorkerNode(r, Slot("j#0", Role.WORKER, "w0"))]
+    asleep = {node.role: set() for node in nodes}
+    for node, stage, deadline, own in product(nodes, ProcessStage, ("", now - 1, now + 9),
+                                              (None, frozenset(), frozenset({"c0", "w0"}))):
+        fields = {"process_stage": str(stage.value), "generation": "3", "deadline": str(deadline)}
+        hash_only = ClusterState("j#0", fields, {}, {}, None, None, now)
+        state = ClusterState("j#0", fields, {}, {}, own, own, now)
+        if not node.may_wake_for(hash_only):
+            assert not node._ready(state), (node.role, stage, deadline, own)
+            asleep[node.role].add((stage, deadline))
+    assert asleep == {Role.CLIENT: {(ProcessStage.IDLE, ""), (ProcessStage.AGGREGATING, "")},
+                      Role.WORKER: {(ProcessStage.IDLE, ""), (ProcessStage.TRAINING, "")}}
+    root_worker = WorkerNode(r, Slot("j", Role.WORKER, "w0"))  # it scores rounds: always woken
+    assert root_worker.may_wake_for(ClusterState("j", {"process_stage": "0"}, {}, {}))

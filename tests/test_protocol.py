@@ -296,3 +296,21 @@ def test_scripts_are_reloaded_after_the_server_forgets_them(r):
     d.deploy()
     r.script_flush()
     assert d.scripts.ack_jobsheet("demo", "client", "c0") == S.JOBSHEET_ACKED
+
+
+def test_start_aggregation_hands_the_worker_what_it_aggregates_in_the_same_round_trip(r):
+    d = Driver(r, sub=[], clients=[2], workers=[1])
+    d.setup()
+    d.train_cluster("demo")
+    gen = d.cluster("demo").generation
+    r.script_flush()  # the transaction loads the script again, like a plain call
+    multi = int(r.info("commandstats").get("cmdstat_multi", {}).get("calls", 0))
+
+    status, digests, samples = d.scripts.start_aggregation_reading("demo", "worker", "w0", gen)
+
+    assert status == S.BUSY
+    assert sorted(digests) == [b"c0", b"c1"] and samples == {b"c0": b"10", b"c1": b"10"}
+    assert digests[b"c0"].decode() == r.hget(keys.submissions("demo"), "c0").decode()
+    assert int(r.info("commandstats")["cmdstat_multi"]["calls"]) == multi + 2  # NOSCRIPT, then
+    with pytest.raises(StaleGeneration, match=f"generation {gen + 1} but the cluster is at gen"):
+        d.scripts.start_aggregation_reading("demo", "worker", "w0", gen + 1)

@@ -71,10 +71,16 @@ def _validated(submissions: list[Submission], rule: str, trim: float) -> list[Su
 
 
 def _weighted_mean(stack: list[np.ndarray], weights: list[float]) -> np.ndarray:
+    # The sequential float64 sum of weight * value, then one division (what every worker
+    # computes bit for bit); each term goes through one buffer, not two new arrays.
     total = np.zeros(stack[0].shape, dtype=np.float64)
+    term = np.empty_like(total)
     for array, weight in zip(stack, weights, strict=True):
-        total += float(weight) * array.astype(np.float64)
-    return total / float(sum(weights))
+        np.copyto(term, array, casting="unsafe")
+        term *= float(weight)
+        total += term
+    total /= float(sum(weights))
+    return total
 
 
 def _trimmed_mean(stack: list[np.ndarray], trim: float) -> np.ndarray:

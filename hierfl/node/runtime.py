@@ -221,6 +221,7 @@ class NodeRuntime:
         self._step_seen = self._step_done = None  # a new session knows nothing it did not read
         with self.waiters([keys.job(self.slot.cluster)], self.safety_timeout) as waiter:
             if self._setup(waiter):
+                waiter.wake_only_for(self.slot.cluster, self.may_wake_for)
                 while True:
                     state = waiter.until(self._read_in_loop, self._ready, wake_in=_deadline_in)
                     if finished(state):
@@ -320,6 +321,14 @@ class NodeRuntime:
     def _ready(self, state: ClusterState) -> bool:
         return finished(state) or self._deadline_due(state) or self.has_work(state)
 
+    def may_wake_for(self, state: ClusterState) -> bool:
+        """Whether this node could have anything to do in a cluster whose hash reads `state`,
+        its own entries unread: the job's end, a deadline to watch, or a phase its role acts
+        in. What `_ready` looks at, judged by the hash alone and erring towards waking; many
+        nodes in one process are not woken for the rest (`Waiter.wake_only_for`): a client
+        sleeps through its cluster's aggregation, a worker through the training."""
+        return finished(state) or state.deadline_ms is not None or self.may_act_in(state)
+
     # -- deadlines (round_timeout, aggregation_timeout) ------------------------------------
 
     def _deadline_due(self, state: ClusterState) -> bool:
@@ -393,12 +402,15 @@ class NodeRuntime:
 
     # -- helpers ---------------------------------------------------------------------------
 
-    def _call(self, name: str, script, *args: object) -> int:
-        status = script(self.slot.cluster, self.slot.role.value, self.slot.node, *args)
+    def _call(self, name: str, script, *args: object):
+        """Call a transition script for this node; its reply: the node's status, or a tuple
+        that begins with it (a script called with reads, `Scripts.start_aggregation_reading`)."""
+        reply = script(self.slot.cluster, self.slot.role.value, self.slot.node, *args)
+        status = reply[0] if isinstance(reply, tuple) else reply
         self.machine.sync(status)
         self.log.debug("%s -> status %s", name, status)
         _test_pause(self.log, name, args)
-        return status
+        return reply
 
     def my_status(self, state: ClusterState) -> int:
         status = state.status_of(self.slot.role.value, self.slot.node)

@@ -53,6 +53,10 @@ class WorkerNode(NodeRuntime):
     def may_act_in(self, state: ClusterState) -> bool:
         return state.process_stage == ProcessStage.AGGREGATING
 
+    def may_wake_for(self, state: ClusterState) -> bool:
+        # A root worker also scores rounds, whichever phase the root is in.
+        return self.is_root or super().may_wake_for(state)
+
     def has_work(self, state: ClusterState) -> bool:
         return self._must_aggregate(state) or self._may_have_unscored(state)
 
@@ -74,11 +78,12 @@ class WorkerNode(NodeRuntime):
 
     def _aggregate(self, state: ClusterState) -> None:
         gen = state.generation
-        self._call("start_aggregation", self.scripts.start_aggregation, gen)
+        _, digests, samples = self._call("start_aggregation",
+                                         self.scripts.start_aggregation_reading, gen)
         stored = self.blobs.get(state.global_digest)
         reference = P.from_bytes(stored)
-        submissions = self._valid_submissions(reference, gen, state.global_digest,
-                                              self._size_limit(len(stored)))
+        submissions = self._valid_submissions(digests, samples, reference, gen,
+                                              state.global_digest, self._size_limit(len(stored)))
         rule = self.sheet.aggregation
         result = aggregate(submissions, rule=rule.rule, trim=rule.trim)
         digest = self._upload(result, state)
@@ -102,18 +107,15 @@ class WorkerNode(NodeRuntime):
                        digest)
         return digest
 
-    def _valid_submissions(self, reference: dict[str, np.ndarray], gen: int, global_digest: str,
+    def _valid_submissions(self, digests: dict[bytes, bytes], samples: dict[bytes, bytes],
+                           reference: dict[str, np.ndarray], gen: int, global_digest: str,
                            limit: int) -> list:
-        """This generation's submissions that verify and match the global model's layout.
+        """Of this generation's submissions (member -> digest, member -> samples), those that
+        verify and match the global model's layout.
 
         Every worker applies the same checks in the same order, so honest workers still agree;
         each excluded submission is recorded (an `excluded` event naming member and reason).
         """
-        cluster = self.slot.cluster
-        pipe = self.client.pipeline(transaction=True)
-        pipe.hgetall(keys.submissions(cluster))
-        pipe.hgetall(keys.samples(cluster))
-        digests, samples = pipe.execute()
         valid = []
         # Blobs never change, so each digest is checked once; the global itself (a member that
         # did not train submits it unchanged) was verified and decoded already.

@@ -90,17 +90,24 @@ class BlobStore:
         self.cache = cache
 
     def put(self, data: bytes, unless_stored: bool = False) -> str:
-        """Store `data`; its digest. `unless_stored`: a large blob is not sent when a copy is
-        stored already (a worker's aggregate that a peer uploaded first). The scripts may retire
-        that copy before the call that names it, which is then refused with MISSING_BLOB: the
-        caller puts it again (plainly) and repeats the call."""
+        """Store `data`; its digest. `unless_stored`: not sent when a copy is stored already (a
+        worker's aggregate that a peer uploaded first): when this process's cache holds it (a
+        peer in this process stored it, or it was downloaded), or, for a large blob, when the
+        server says so. The scripts may retire that copy before the call that names it, which
+        is then refused with MISSING_BLOB: the caller puts it again (plainly) and repeats the
+        call."""
         digest = digest_of(data)
+        if unless_stored and self._cached(digest):
+            return digest  # this process stored or downloaded it: not even asked again
         key = keys.blob(self.root, digest)
         if not (unless_stored and len(data) >= CHECK_BEFORE_UPLOAD and self.client.exists(key)):
             self.client.set(key, data, nx=True)
         if self.cache is not None:
             self.cache.add(self.root, digest, data)
         return digest
+
+    def _cached(self, digest: str) -> bool:
+        return self.cache is not None and self.cache.get(self.root, digest) is not None
 
     def size(self, digest: str) -> int:
         """Bytes stored under `digest` (0 when none), without downloading them."""

@@ -122,6 +122,9 @@ class NotificationHub:
         # (notifications may have been missed while the connection was down).
         self._versions: dict[str, int] = {}
         self._connections = 0
+        # The process's shared reads, once made (`SharedReads`): through them the hub reads a
+        # cluster once for the waiters that wake only for some of its states.
+        self.reads: SharedReads | None = None
 
     def __enter__(self) -> NotificationHub:
         return self.start()
@@ -304,8 +307,27 @@ class NotificationHub:
                     if channel in self._waiters or channel == self.anchor:
                         self._confirmed.add(channel)
                     self._lock.notify_all()
+        gated: dict[str, list[SharedWaiter]] = {}
         for waiter in woken:
-            waiter.notify()
+            if waiter.gate is not None and self.reads is not None:
+                gated.setdefault(waiter.gate[0], []).append(waiter)
+            else:
+                waiter.notify()
+        for cluster, waiters in gated.items():
+            self._notify_gated(cluster, waiters)
+
+    def _notify_gated(self, cluster: str, waiters: list[SharedWaiter]) -> None:
+        """Wake those of `waiters` whose node may act in `cluster` as it reads now (the shared
+        snapshot their nodes then reuse); all of them when it cannot be read or is gone (they
+        find out why themselves)."""
+        try:
+            state = self.reads.state(cluster)
+        except redis.RedisError as exc:
+            log.debug("could not read %s for its waiters (%s); waking them", cluster, exc)
+            state = None
+        for waiter in waiters:
+            if state is None or _may_act(waiter, state):
+                waiter.notify()
 
     def _on_lost(self, pubsub: redis.client.PubSub, error: BaseException) -> None:
         with self._lock:
@@ -342,6 +364,14 @@ class NotificationHub:
                 pubsub.close()
 
 
+def _may_act(waiter: SharedWaiter, state: ClusterState) -> bool:
+    try:
+        return waiter.gate[1](state)
+    except Exception:  # a node's own check failing must not stop the reader thread
+        log.exception("a waiter's wake check failed; waking it")
+        return True
+
+
 class SharedWaiter(Waiter):
     """A waiter whose notifications come through a `NotificationHub`."""
 
@@ -351,6 +381,7 @@ class SharedWaiter(Waiter):
         self.channels = [keyspace_channel(hub.client, key) for key in watched]
         self.safety_timeout = safety_timeout
         self.wakeups = 0
+        self.gate: tuple[str, Callable[[ClusterState], bool]] | None = None  # wake_only_for
         self._changed = threading.Event()
         self._broken: BaseException | None = None
         self._open = False
@@ -364,6 +395,9 @@ class SharedWaiter(Waiter):
         if self._open:
             self._open = False
             self.hub._remove(self)
+
+    def wake_only_for(self, cluster: str, may_act: Callable[[ClusterState], bool]) -> None:
+        self.gate = (cluster, may_act)
 
     def notify(self) -> None:
         self._changed.set()
@@ -439,6 +473,15 @@ class SharedReads:
         self._snapshots: dict[str, _Snapshot] = {}
         self._pending: dict[str, _PendingRead] = {}
         self._guard = threading.Lock()
+        hub.reads = self  # the hub reads through these for its gated waiters
+
+    def state(self, cluster: str) -> ClusterState | None:
+        """`cluster` as the current snapshot shows it, no member's own entries read; None
+        when there is no such cluster."""
+        snapshot = self._cluster_hash(cluster)
+        if not snapshot.fields:
+            return None
+        return ClusterState(cluster, snapshot.fields, {}, {}, None, None, snapshot.server_now())
 
     def read(self, cluster: str, member: Member,
              wants_own: Callable[[ClusterState], bool] | None = None) -> ClusterState | None:

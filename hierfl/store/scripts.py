@@ -11,7 +11,8 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import redis
 from redis.exceptions import NoScriptError
@@ -20,6 +21,7 @@ from hierfl import keys
 from hierfl.errors import from_script_reply
 from hierfl.jobtree import ClusterSpec
 from hierfl.store.loader import load_script, script_names
+from hierfl.store.shards import is_cluster
 
 
 def _text(value: object) -> str:
@@ -55,6 +57,32 @@ class Scripts:
             if translated is None:
                 raise
             raise translated from None
+
+    def _call_then_read(self, name: str, keys_: Sequence[str], args: Sequence[object],
+                        reads: Callable[[Any], object]) -> list[object]:
+        """The script, then the reads `reads` queues, in one transaction (one round trip): the
+        script's reply followed by the reads' replies. The reads see the script's writes.
+        (A Redis Cluster pipeline cannot carry EVALSHA: there the reads follow the call.)"""
+        if is_cluster(self.client):
+            reply = self._call(name, keys_, args)
+            pipe = self.client.pipeline(transaction=True)
+            reads(pipe)
+            return [reply, *pipe.execute()]
+        source, sha = self._scripts[name]
+        words = [*keys_, *(_text(a) for a in args)]
+        for attempt in range(2):
+            pipe = self.client.pipeline(transaction=True)
+            pipe.evalsha(sha, len(keys_), *words)
+            reads(pipe)
+            replies = pipe.execute(raise_on_error=False)
+            reply = replies[0]
+            if isinstance(reply, NoScriptError) and attempt == 0:
+                self.client.script_load(source)  # a restarted or flushed server
+                continue
+            for failed in (r for r in replies if isinstance(r, redis.ResponseError)):
+                raise from_script_reply(str(failed)) or failed
+            return replies
+        raise AssertionError("unreachable")
 
     # -- the tree --------------------------------------------------------------------------
 
@@ -117,6 +145,16 @@ class Scripts:
     def start_aggregation(self, cluster: str, role: str, node: str, generation: int) -> int:
         args = [cluster, role, node, generation]
         return int(self._call("start_aggregation", [keys.job(cluster)], args))
+
+    def start_aggregation_reading(self, cluster: str, role: str, node: str, generation: int
+                                  ) -> tuple[int, dict[bytes, bytes], dict[bytes, bytes]]:
+        """start_aggregation, and in the same round trip what the worker aggregates: the
+        cluster's submissions and sample counts (member -> digest, member -> samples), which
+        no call changes while the cluster aggregates this generation."""
+        status, digests, samples = self._call_then_read(
+            "start_aggregation", [keys.job(cluster)], [cluster, role, node, generation],
+            lambda pipe: pipe.hgetall(keys.submissions(cluster)).hgetall(keys.samples(cluster)))
+        return int(status), digests, samples
 
     def upload_aggregate(
         self, cluster: str, role: str, node: str, generation: int, digest: str

@@ -15,13 +15,16 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import redis
 
 from hierfl.errors import RedisUnavailable
 from hierfl.store.connection import keyspace_channel
 from hierfl.store.shards import AnyRedis, ShardedPubSub, open_pubsub
+
+if TYPE_CHECKING:
+    from hierfl.store.state import ClusterState
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -57,6 +60,13 @@ class Waiter:
     def wait(self, timeout: float | None = None) -> bool:
         """Block until a watched key changes (True) or the timeout passes (False)."""
         raise NotImplementedError
+
+    def wake_only_for(self, cluster: str, may_act: Callable[[ClusterState], bool]) -> None:
+        """A hint: a change of `cluster`'s hash need not wake this waiter when the hash, read
+        after it (the members' own entries unread), shows a state in which `may_act` is
+        False. A waiter with a subscription of its own ignores it (its caller reads anyway);
+        a hub's waiter lets the hub read once for all its waiters (`SharedWaiter`). The safety
+        timeout still wakes it."""
 
     def until(
         self,

@@ -92,28 +92,45 @@ def test_a_node_log_line_names_the_node_once_and_a_library_logger_after_it(tmp_p
 
 def test_a_node_sleeps_only_through_states_it_could_not_act_in(r):
     """The hub does not wake a node for a cluster state its `may_wake_for` refuses; so that
-    must hold of every state in which the node is ready (`_ready`), whatever its own entries."""
+    must hold of every state in which the node is ready (`_ready`), whatever its own entries
+    and, for a root worker, whichever rounds are scored."""
     from itertools import product
 
+    import numpy as np
+
+    from hierfl import keys
     from hierfl.node.client import ClientNode
     from hierfl.node.runtime import Slot
     from hierfl.node.worker import WorkerNode
     from hierfl.protocol import ProcessStage, Role
+    from hierfl.sheet import parse_sheet
     from hierfl.store.state import ClusterState
 
     now = 1_000_000
-    nodes = [ClientNode(r, Slot("j#0", Role.CLIENT, "c0")),
-             WorkerNode(r, Slot("j#0", Role.WORKER, "w0"))]
-    asleep = {node.role: set() for node in nodes}
-    for node, stage, deadline, own in product(nodes, ProcessStage, ("", now - 1, now + 9),
-                                              (None, frozenset(), frozenset({"c0", "w0"}))):
-        fields = {"process_stage": str(stage.value), "generation": "3", "deadline": str(deadline)}
-        hash_only = ClusterState("j#0", fields, {}, {}, None, None, now)
-        state = ClusterState("j#0", fields, {}, {}, own, own, now)
+    root_worker = WorkerNode(r, Slot("j", Role.WORKER, "w0"))
+    root_worker.sheet = parse_sheet('[job]\nname = "j"\nrounds = 4\nevaluate_every = 2\n',
+                                    source="s.toml")
+    root_worker.test = (np.zeros((1, 64)), np.zeros(1))
+    r.hset(keys.unscored("j"), mapping={"2": "d2"})  # round 0 is scored, round 2 is not ...
+    root_worker._scored = {0}  # ... and this worker has read so (round 1 is not evaluated)
+    nodes = {"client": ClientNode(r, Slot("j#0", Role.CLIENT, "c0")),
+             "leaf worker": WorkerNode(r, Slot("j#0", Role.WORKER, "w0")),
+             "root worker": root_worker}
+    asleep: dict[str, set] = {name: set() for name in nodes}
+    for (name, node), stage, deadline, round_, own in product(
+            nodes.items(), ProcessStage, ("", now - 1, now + 9), (1, 2, 3),
+            (None, frozenset(), frozenset({"c0", "w0"}))):
+        fields = {"process_stage": str(stage.value), "generation": str(round_ + 2),
+                  "round": str(round_), "deadline": str(deadline)}
+        hash_only = ClusterState(node.slot.cluster, fields, {}, {}, None, None, now)
+        state = ClusterState(node.slot.cluster, fields, {}, {}, own, own, now)
         if not node.may_wake_for(hash_only):
-            assert not node._ready(state), (node.role, stage, deadline, own)
-            asleep[node.role].add((stage, deadline))
-    assert asleep == {Role.CLIENT: {(ProcessStage.IDLE, ""), (ProcessStage.AGGREGATING, "")},
-                      Role.WORKER: {(ProcessStage.IDLE, ""), (ProcessStage.TRAINING, "")}}
-    root_worker = WorkerNode(r, Slot("j", Role.WORKER, "w0"))  # it scores rounds: always woken
-    assert root_worker.may_wake_for(ClusterState("j", {"process_stage": "0"}, {}, {}))
+            assert not node._ready(state), (name, stage, deadline, round_, own)
+            asleep[name].add((stage.name, round_) if deadline == "" else "deadline")
+    stages = {s.name for s in ProcessStage}
+    assert asleep == {
+        "client": {(s, n) for s in ("IDLE", "AGGREGATING") for n in (1, 2, 3)},
+        "leaf worker": {(s, n) for s in ("IDLE", "TRAINING") for n in (1, 2, 3)},
+        # Until round 2 is agreed (agreed: the round before, all of it once finished).
+        "root worker": {(s, n) for s in stages - {"AGGREGATING", "FINISHED"} for n in (1, 2)},
+    }

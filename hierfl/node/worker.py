@@ -54,8 +54,16 @@ class WorkerNode(NodeRuntime):
         return state.process_stage == ProcessStage.AGGREGATING
 
     def may_wake_for(self, state: ClusterState) -> bool:
-        # A root worker also scores rounds, whichever phase the root is in.
-        return self.is_root or super().may_wake_for(state)
+        # A root worker also scores rounds, in whichever phase the root is.
+        return super().may_wake_for(state) or self._may_score(state)
+
+    def _may_score(self, state: ClusterState) -> bool:
+        """Whether a round of the root's `state` may still want scoring by this worker (what
+        `_may_exist_unscored` says, without moving its mark: the hub's thread asks too)."""
+        if not self.is_root or self.test is None:
+            return False
+        agreed = self._agreed(state)
+        return self._first_maybe_unscored(agreed) <= agreed
 
     def has_work(self, state: ClusterState) -> bool:
         return self._must_aggregate(state) or self._may_have_unscored(state)
@@ -183,12 +191,18 @@ class WorkerNode(NodeRuntime):
         the root's state says which rounds are agreed, the unscored rounds it read (or scored
         itself) which of them are done. Spares the read while no evaluated round is agreed
         (`evaluate_every`)."""
-        sheet, agreed = self.sheet, self._agreed(state)
-        while self._scored_below <= agreed and (
-                self._scored_below in self._scored
-                or not evaluated(self._scored_below, sheet.rounds, sheet.evaluate_every)):
-            self._scored_below += 1
+        agreed = self._agreed(state)
+        self._scored_below = self._first_maybe_unscored(agreed)
         return self._scored_below <= agreed
+
+    def _first_maybe_unscored(self, agreed: int) -> int:
+        """The first round up to `agreed` that the job evaluates and this worker has not seen
+        scored (`agreed` + 1 when there is none)."""
+        sheet, first = self.sheet, self._scored_below
+        while first <= agreed and (
+                first in self._scored or not evaluated(first, sheet.rounds, sheet.evaluate_every)):
+            first += 1
+        return first
 
     @staticmethod
     def _agreed(state: ClusterState) -> int:

@@ -27,11 +27,13 @@ few calls at either end land in the window or out of it alike). Targets: under 2
 for 10 clients at two levels, and under 1 s for 1,000 clients at two levels.
 
     python benchmarks/round_overhead.py [--clients 10,100,1000] [--levels 1,2,3] [--quick]
-        [--processes N] [--evaluate-every K]
+        [--processes N] [--evaluate-every K] [--keep-logs]
 """
 
 from __future__ import annotations
 
+import shutil
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -274,6 +276,8 @@ def main() -> None:
                         "(default 0: only the final one, after the measured rounds)")
     p.add_argument("--rounds", type=int, default=0,
                    help="rounds measured per configuration (0: 20, 8, 2 by client count)")
+    p.add_argument("--keep-logs", action="store_true",
+                   help="keep the node logs (kept anyway, and named, when a run fails)")
     args = p.parse_args()
     hidden = [int(h) for h in args.hidden.split(",")]
     plan = [(c, lv) for c in map(int, args.clients.split(","))
@@ -283,19 +287,26 @@ def main() -> None:
     rounds = QUICK_MEASURED if args.quick else MEASURED
     results = []
     log_dir = Path(tempfile.mkdtemp(prefix="hfl-bench-logs-"))
-    with benchlib.redis_url(args.redis) as url:
-        version = benchlib.server_version(connect(url))
-        for clients, levels in plan:
-            results.append(measure(url, clients, levels, args.workers,
-                                   args.rounds or rounds[clients], args.model, hidden, log_dir,
-                                   args.concurrency, args.processes, args.evaluate_every))
-            print(f"measured {clients} clients at {levels} levels: "
-                  f"{results[-1].row()[6]:.1f} ms/round", flush=True)
+    try:
+        with benchlib.redis_url(args.redis) as url:
+            version = benchlib.server_version(connect(url))
+            for clients, levels in plan:
+                results.append(measure(url, clients, levels, args.workers,
+                                       args.rounds or rounds[clients], args.model, hidden,
+                                       log_dir, args.concurrency, args.processes,
+                                       args.evaluate_every))
+                print(f"measured {clients} clients at {levels} levels: "
+                      f"{results[-1].row()[6]:.1f} ms/round", flush=True)
+    except BaseException:
+        print(f"node logs in {log_dir}", file=sys.stderr)  # kept to see what went wrong
+        raise
+    kept = args.keep_logs and f"; node logs in {log_dir}"
+    if not args.keep_logs:
+        shutil.rmtree(log_dir, ignore_errors=True)
     print(f"\nno-op rounds, {parameter_count(args.model, hidden):,}-parameter model, "
           f"{args.workers} workers per cluster, every node a thread of "
           f"{_processes(args.processes)} ({args.concurrency} running at once in each), "
-          f"{_scoring(args.evaluate_every)}; "
-          f"redis-server {version}; node logs in {log_dir}")
+          f"{_scoring(args.evaluate_every)}; redis-server {version}{kept or ''}")
     print(benchlib.table(HEADERS, [r.row() for r in results]))
     verdicts(results)
 

@@ -315,6 +315,19 @@ def test_cli_start_and_stop(embedded: EmbeddedServer) -> None:
     result = runner.invoke(app, ["server", "start"], env=env)
     assert result.exit_code == 0 and embedded.url in result.output
     result = runner.invoke(app, ["server", "stop"], env=env)
-    assert result.exit_code == 0 and "stopped" in result.output
+    assert result.exit_code == 0 and "stopped" in result.output and "note" not in result.output
     result = runner.invoke(app, ["server", "stop"], env=env)
     assert result.exit_code == 0 and "No embedded Redis is running" in result.output
+
+
+def test_cli_stop_names_the_jobs_still_running(embedded: EmbeddedServer) -> None:
+    from driver import Driver
+
+    embedded.start()
+    driver = Driver(redis.Redis.from_url(embedded.url), "live", sub=[])
+    driver.deploy()
+    driver.scripts.register_job("live")
+    result = CliRunner().invoke(app, ["server", "stop"], env={"HIERFL_HOME": str(embedded.home)})
+    assert result.exit_code == 0 and "Redis stopped" in result.output
+    assert "1 job still running (live): their nodes try to reconnect for up to 120 s" in (
+        " ".join(result.output.split()))

@@ -12,14 +12,18 @@ import secrets
 from collections.abc import Callable
 from typing import Annotated, Any, TypeVar
 
+import redis
 import typer
 from rich.table import Table
 from rich.text import Text
 
 from hierfl.cli.common import console
 from hierfl.errors import HierflError
+from hierfl.node.runtime import RECONNECT_TIMEOUT, finished
 from hierfl.store import acl
 from hierfl.store.server import EmbeddedServer
+from hierfl.store.state import list_jobs, read_cluster
+from hierfl.wording import counted
 
 app = typer.Typer(help="Manage the embedded Redis server.", no_args_is_help=True)
 
@@ -68,10 +72,27 @@ def start(
 def stop() -> None:
     """Stop the embedded Redis server; its data stays in the state directory."""
     server = _or_exit(EmbeddedServer)
+    if running := _running_jobs(server):
+        _err.print(f"[yellow]note:[/yellow] {counted(len(running), 'jobs')} still running "
+                   f"({', '.join(running)}): their nodes try to reconnect for up to "
+                   f"{RECONNECT_TIMEOUT:g} s (hierfl node --reconnect-timeout) and resume if "
+                   "`hierfl server start` brings Redis back within that time", markup=True,
+                   highlight=False)
     if _or_exit(server.stop):
         _out.print(f"Redis stopped (dir {server.home})", highlight=False)
     else:
         _out.print(f"No embedded Redis is running (dir {server.home})", highlight=False)
+
+
+def _running_jobs(server: EmbeddedServer) -> list[str]:
+    """The jobs on `server` that have not finished ([] when it is not running)."""
+    try:
+        client = redis.Redis.from_url(server.url, password=server.password, socket_timeout=1.0)
+        with client:
+            return [name for name in list_jobs(client)
+                    if (top := read_cluster(client, name)) and not finished(top)]
+    except redis.RedisError:
+        return []  # not running (or not answering): nothing to say before stopping it
 
 
 @app.command()

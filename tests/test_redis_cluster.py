@@ -28,7 +28,7 @@ from hierfl.errors import RedisUnavailable, UnknownJob
 from hierfl.lifecycle import delete_job
 from hierfl.store.connection import CLUSTER_ENV, connect, notifications_sufficient
 from hierfl.store.hub import NotificationHub
-from hierfl.store.local_cluster import LocalCluster, find_redis_cli
+from hierfl.store.local_cluster import LocalCluster, _ephemeral_range, find_redis_cli, free_ports
 from hierfl.store.scripts import Scripts
 from hierfl.store.server import find_redis_server
 from hierfl.store.shards import owner_node
@@ -109,6 +109,15 @@ def finished(proc: subprocess.Popen) -> dict:
         pytest.fail(f"{proc.args} did not finish:\n{out}")
     assert proc.returncode == 0, f"{proc.args} exited {proc.returncode}:\n{out}"
     return json.loads(out[out.index("{"):])
+
+
+def test_node_ports_and_their_bus_ports_lie_below_the_ephemeral_range():
+    # An outgoing connection took a node's bus port in a full-suite run once: the node could
+    # not bind it and exited. Ports below the ephemeral range are never a source port.
+    low, _ = _ephemeral_range()
+    ports = free_ports(3)
+    assert len(set(ports)) == 3
+    assert all(port >= 10000 and port + 10000 < low for port in ports)
 
 
 def test_connect_gives_the_cluster_client_and_turns_notifications_on_everywhere(cluster):

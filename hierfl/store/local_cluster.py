@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import shutil
 import socket
 import subprocess
@@ -34,6 +35,9 @@ START_TIMEOUT = 15.0
 STOP_TIMEOUT = 10.0
 #: A node's cluster bus listens on its port + 10000 (Redis's fixed offset).
 BUS_OFFSET = 10000
+#: Nodes take ports from here up to the ephemeral range less BUS_OFFSET (10000–22767 on Linux).
+FIRST_PORT = 10000
+EPHEMERAL_RANGE = Path("/proc/sys/net/ipv4/ip_local_port_range")
 
 
 def find_redis_cli(server: str | None = None) -> str:
@@ -49,7 +53,32 @@ def find_redis_cli(server: str | None = None) -> str:
 
 
 def free_ports(count: int) -> list[int]:
-    """`count` loopback ports whose cluster bus ports (+10000) are free as well."""
+    """`count` loopback ports that, with their cluster bus ports (+10000), are free now and lie
+    below the kernel's ephemeral range: an outgoing connection's source port, which any process
+    may take at any moment, can then never be the one a node is about to bind."""
+    low, _ = _ephemeral_range()
+    candidates = range(FIRST_PORT, low - BUS_OFFSET)
+    if len(candidates) < 10 * count:  # an odd ephemeral range: let the kernel choose
+        return _kernel_chosen_ports(count)
+    ports: list[int] = []
+    for port in random.SystemRandom().sample(candidates, len(candidates)):
+        if _bindable(port) and _bindable(port + BUS_OFFSET):
+            ports.append(port)
+            if len(ports) == count:
+                return ports
+    raise RedisUnavailable(f"no {count} free port pairs (port, port + {BUS_OFFSET}) "
+                           f"between {FIRST_PORT} and {low}")
+
+
+def _ephemeral_range() -> tuple[int, int]:
+    try:
+        low, high = map(int, EPHEMERAL_RANGE.read_text().split())
+    except (OSError, ValueError):  # no /proc (macOS): both defaults lie above 32767
+        return 32768, 60999
+    return low, high
+
+
+def _kernel_chosen_ports(count: int) -> list[int]:
     ports: list[int] = []
     while len(ports) < count:
         with socket.socket() as probe:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -136,3 +138,16 @@ def test_counts_of_one_read_in_the_singular(cli):
         "1 process", "1 round", "0 workers"]
     result = cli("init-job", "one", "--sub", "2", "--clients", "1", "--workers", "1")
     assert "one#0  (1 client, 1 worker)" in result.output, result.output
+
+
+def test_commands_other_than_the_nodes_start_without_torch(redis_url):
+    # Importing torch takes 2-3 s on a small machine: `hierfl status` and the rest are for
+    # people at a terminal (and for scripts that call them often), so only node code loads it.
+    probe = ("import sys\n"
+             "from typer.testing import CliRunner\n"
+             "from hierfl.cli.app import app\n"
+             f"result = CliRunner().invoke(app, ['status', 'nosuch', '--redis', '{redis_url}'])\n"
+             "print(result.exit_code, 'torch' in sys.modules)\n")
+    shown = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                           timeout=60)
+    assert shown.stdout.split() == ["1", "False"], shown.stderr

@@ -12,6 +12,7 @@ from hierfl.cli.common import RedisOption, open_redis, out, reports_errors
 from hierfl.errors import BadInput
 from hierfl.node.logs import node_handler
 from hierfl.protocol import Role
+from hierfl.store.connection import RECONNECT_FIRST_DELAY, RECONNECT_MAX_DELAY, RECONNECT_TIMEOUT
 
 
 @reports_errors
@@ -35,10 +36,11 @@ def node(
         typer.Option(
             envvar="HIERFL_RECONNECT_TIMEOUT",
             min=0,
-            help="After losing Redis, keep trying to reconnect (backing off from 0.1 s to 5 s "
-            "between attempts) for this many seconds before giving up.",
+            help="After losing Redis, keep trying to reconnect (backing off from "
+            f"{RECONNECT_FIRST_DELAY:g} s to {RECONNECT_MAX_DELAY:g} s between attempts) for "
+            "this many seconds before giving up.",
         ),
-    ] = 120.0,
+    ] = RECONNECT_TIMEOUT,
     count: Annotated[
         int, typer.Option(min=1, help="Run this many nodes of the role as threads of this "
                                       "process, sharing one notification connection.")

@@ -19,8 +19,8 @@ from rich.text import Text
 
 from hierfl.cli.common import console
 from hierfl.errors import HierflError
-from hierfl.node.runtime import RECONNECT_TIMEOUT, finished
 from hierfl.store import acl
+from hierfl.store.connection import RECONNECT_TIMEOUT
 from hierfl.store.server import EmbeddedServer
 from hierfl.store.state import list_jobs, read_cluster
 from hierfl.wording import counted
@@ -90,7 +90,7 @@ def _running_jobs(server: EmbeddedServer) -> list[str]:
         client = redis.Redis.from_url(server.url, password=server.password, socket_timeout=1.0)
         with client:
             return [name for name in list_jobs(client)
-                    if (top := read_cluster(client, name)) and not finished(top)]
+                    if (top := read_cluster(client, name)) and not top.finished]
     except redis.RedisError:
         return []  # not running (or not answering): nothing to say before stopping it
 

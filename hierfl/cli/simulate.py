@@ -9,7 +9,7 @@ laptop. Node logs go to one file under the run's directory (one per process).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import redis
 import typer
@@ -34,18 +34,18 @@ from hierfl.cli.run import (
     node_count,
     stop_nodes,
 )
-from hierfl.node import part
-from hierfl.node.pool import CONCURRENCY, POOL_CONNECTIONS, NodePool, logging_to, tree_slots
-from hierfl.node.runtime import Slot
 from hierfl.store.blobs import BlobCache
 from hierfl.store.state import JobStatus
 from hierfl.wording import counted
+
+if TYPE_CHECKING:
+    from hierfl.node.runtime import Slot
 
 #: How long the nodes may take to exit once the job has finished (seconds).
 EXIT_TIMEOUT = 60.0
 
 ConcurrencyOption = Annotated[
-    int, typer.Option(min=1, help="Nodes of a process that run at once (training, "
+    int | None, typer.Option(min=1, help="Nodes of a process that run at once (training, "
                                   "aggregating, calling Redis); a node waiting for a "
                                   "notification does not count. Default: one per core.")
 ]
@@ -66,11 +66,16 @@ def simulate(
     quiet: QuietOption = False,
     as_json: JsonOption = False,
     redis_url: RedisOption = None,
-    concurrency: ConcurrencyOption = CONCURRENCY,
+    concurrency: ConcurrencyOption = None,
     processes: ProcessesOption = 1,
 ) -> None:
     """Run a whole federated job with every node as a thread of this process (or of
     --processes child processes)."""
+    # The nodes' code (and torch) is imported only here: every other command starts faster.
+    from hierfl.node import part
+    from hierfl.node.pool import CONCURRENCY, POOL_CONNECTIONS, NodePool, logging_to, tree_slots
+
+    concurrency = concurrency or CONCURRENCY
     job = load_run_sheet(sheet, rounds, timeout)
     BlobCache.from_env()  # a bad $HIERFL_BLOB_CACHE_MB is refused before anything is deployed
     client, url = open_redis(redis_url, pool_size=POOL_CONNECTIONS)
@@ -104,6 +109,8 @@ def _in_processes(client: redis.Redis, url: str, root: str, shares: list[list[Sl
                   concurrency: int, log_dir: Path, progress: RoundProgress,
                   timeout: float | None) -> JobStatus:
     """Follow the job while child processes run its nodes; they are stopped if it fails."""
+    from hierfl.node import part
+
     procs = part.start(url, shares, concurrency, log_dir)
     try:
         with progress:

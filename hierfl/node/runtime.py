@@ -48,7 +48,13 @@ from hierfl.node.machine import NodeMachine
 from hierfl.protocol import NodeStatus, Outcome, ProcessStage, Role
 from hierfl.sheet import JobSheet
 from hierfl.store.blobs import BlobCache, BlobStore
-from hierfl.store.connection import check_server, url_for_display
+from hierfl.store.connection import (
+    RECONNECT_FIRST_DELAY,
+    RECONNECT_MAX_DELAY,
+    RECONNECT_TIMEOUT,
+    check_server,
+    url_for_display,
+)
 from hierfl.store.scripts import Scripts
 from hierfl.store.shards import (
     CLUSTER_LOST,
@@ -61,12 +67,6 @@ from hierfl.store.shards import (
 from hierfl.store.state import ClusterState, Member, read_cluster
 from hierfl.store.waiter import SAFETY_TIMEOUT, KeyWaiter, Waiter, WaiterFactory
 
-#: Reconnecting after a lost connection: the first pause between attempts, doubling up to the
-#: cap, and how long a node keeps trying before it gives up (seconds; `hierfl node
-#: --reconnect-timeout`).
-RECONNECT_FIRST_DELAY = 0.1
-RECONNECT_MAX_DELAY = 5.0
-RECONNECT_TIMEOUT = 120.0
 #: What "the connection is gone" looks like (a refused call is a ScriptError, never one of
 #: these). BusyLoadingError, a server still loading its append-only file, is a ConnectionError.
 #: RedisUnavailable: the waiter's subscription was not confirmed in time. On a Redis Cluster
@@ -130,10 +130,6 @@ class Slot:
 
     def __str__(self) -> str:
         return f"{self.cluster}/{self.role.value}/{self.node}"
-
-
-def finished(state: ClusterState) -> bool:
-    return state.process_stage == ProcessStage.FINISHED
 
 
 class NodeRuntime:
@@ -224,7 +220,7 @@ class NodeRuntime:
                 waiter.wake_only_for(self.slot.cluster, self.may_wake_for)
                 while True:
                     state = waiter.until(self._read_in_loop, self._ready, wake_in=_deadline_in)
-                    if finished(state):
+                    if state.finished:
                         break
                     if self._deadline_due(state):
                         self._close_round(state)
@@ -319,7 +315,7 @@ class NodeRuntime:
         return _step(state) == self._step_done
 
     def _ready(self, state: ClusterState) -> bool:
-        return finished(state) or self._deadline_due(state) or self.has_work(state)
+        return state.finished or self._deadline_due(state) or self.has_work(state)
 
     def may_wake_for(self, state: ClusterState) -> bool:
         """Whether this node could have anything to do in a cluster whose hash reads `state`,
@@ -327,7 +323,7 @@ class NodeRuntime:
         in. What `_ready` looks at, judged by the hash alone and erring towards waking; many
         nodes in one process are not woken for the rest (`Waiter.wake_only_for`): a client
         sleeps through its cluster's aggregation, a worker through the training."""
-        return finished(state) or state.deadline_ms is not None or self.may_act_in(state)
+        return state.finished or state.deadline_ms is not None or self.may_act_in(state)
 
     # -- deadlines (round_timeout, aggregation_timeout) ------------------------------------
 
@@ -351,14 +347,14 @@ class NodeRuntime:
 
     def _setup(self, waiter: Waiter) -> bool:
         """Job sheet, then dataset; False when the job ended before this node was ready."""
-        state = waiter.until(self.read, lambda s: s.jobsheet_flag or finished(s))
+        state = waiter.until(self.read, lambda s: s.jobsheet_flag or s.finished)
         self.machine.sync(self.my_status(state))
         self.sheet = JobSheet.from_json(self.client.get(keys.sheet(self.slot.root)))
         try:
-            if self.machine.status < NodeStatus.JOBSHEET_ACKED and not finished(state):
+            if self.machine.status < NodeStatus.JOBSHEET_ACKED and not state.finished:
                 self._call("ack_jobsheet", self.scripts.ack_jobsheet)
-            state = waiter.until(self.read, lambda s: s.dataset_flag or finished(s))
-            if finished(state):
+            state = waiter.until(self.read, lambda s: s.dataset_flag or s.finished)
+            if state.finished:
                 return False
             if not self._data_loaded:  # a new session after a reconnect keeps what it has
                 self.load_data()
@@ -367,7 +363,7 @@ class NodeRuntime:
                 candidate = self.initial_candidate()
                 self._call("ack_dataset", self.scripts.ack_dataset, candidate)
         except IllegalTransition:
-            if finished(self.read()):  # cancelled while we were setting up
+            if self.read().finished:  # cancelled while we were setting up
                 return False
             raise
         self.log.info("ready: job sheet and dataset acknowledged")

@@ -48,6 +48,12 @@ from hierfl.store.shards import AnyRedis, cluster_retry, is_cluster, node_client
 log = logging.getLogger(__name__)
 
 MIN_VERSION = (6, 2)
+#: Reconnecting after a lost connection: the first pause between attempts, doubling up to the
+#: cap, and how long a node keeps trying before it gives up (seconds; `hierfl node
+#: --reconnect-timeout`).
+RECONNECT_FIRST_DELAY = 0.1
+RECONNECT_MAX_DELAY = 5.0
+RECONNECT_TIMEOUT = 120.0
 #: Every Redis call made while connecting is bounded by this (seconds), unlike the returned
 #: client, which blocks as long as a waiter needs.
 PROBE_TIMEOUT = 3.0

@@ -78,6 +78,11 @@ class ClusterState:
         return ProcessStage(self._int(Field.PROCESS_STAGE))
 
     @property
+    def finished(self) -> bool:
+        """The job is over (completed, failed or cancelled): nothing moves any more."""
+        return self.process_stage == ProcessStage.FINISHED
+
+    @property
     def client_stage(self) -> int:
         return self._int(Field.CLIENT_STAGE)
 

@@ -162,7 +162,8 @@ def _aggregating(c: ClusterState, phase: str) -> Finding:
 def _idle(c: ClusterState, phase: str) -> Finding:
     if c.failure:
         return Finding(c.name, phase, f"failed generation {c.generation}: {c.failure}; "
-                       f"{c.parent} goes on without it at its deadline", defers_to=c.parent)
+                       f"{c.parent} goes on without it at its deadline (at once if nothing "
+                       "else can come)", defers_to=c.parent)
     return Finding(c.name, phase, f"submitted its result to {c.parent}; waiting for "
                    f"{c.parent} to start the next generation", defers_to=c.parent)
 

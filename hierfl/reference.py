@@ -26,6 +26,8 @@ from hierfl.protocol import (
 
 S = NodeStatus
 _HEX = re.compile(r"^[0-9a-fA-F]+$")
+#: How a round closed because only failed sub-clusters were missing ends a failure's reason.
+EARLY = "before the deadline, the others having failed"
 
 
 class Refusal(Exception):
@@ -375,6 +377,8 @@ class JobModel:
         c.sample_counts[member] = samples
         if len(c.submissions) == len(c.clients):
             self._start_aggregating(c)
+        elif self._only_failed_missing(c):
+            self._close_phase(c, EARLY)
 
     def _start_aggregating(self, c: ClusterModel) -> None:
         c.process_stage = ProcessStage.AGGREGATING
@@ -391,6 +395,16 @@ class JobModel:
         if parent.tolerance.round_timeout_ms <= 0:
             self._finish(Outcome.FAILED, f"cluster {c.name} failed ({reason}) and cluster "
                          f"{parent.name} has no round_timeout to go on without it", None)
+        elif self._only_failed_missing(parent):
+            self._close_phase(parent, EARLY)
+
+    def _only_failed_missing(self, c: ClusterModel) -> bool:
+        """Every member yet to submit is a sub-cluster that failed in this generation."""
+        if c.process_stage != ProcessStage.TRAINING:
+            return False
+        failed = [name for name in c.children if self.clusters[name].failure
+                  and self.clusters[name].parent_gen == c.generation]
+        return bool(failed) and len(c.submissions) + len(failed) == len(c.clients)
 
     def _conclude(self, c: ClusterModel, at_deadline: bool = False) -> None:
         self._decide(c, at_deadline)
@@ -460,7 +474,7 @@ class JobModel:
             self.blobs -= self.retiring - self._live_blobs()
             self.retiring = set()
 
-    def _close_phase(self, c: ClusterModel) -> None:
+    def _close_phase(self, c: ClusterModel, when: str = "by the deadline") -> None:
         if c.process_stage == ProcessStage.AGGREGATING:
             self._conclude(c, at_deadline=True)
             return
@@ -470,7 +484,7 @@ class JobModel:
             needed = len(members)
         if len(c.submissions) < needed or not c.submissions:
             self._fail_cluster(c, f"only {len(c.submissions)} of {len(members)} members "
-                               f"submitted by the deadline (min_clients {needed})")
+                               f"submitted {when} (min_clients {needed})")
             return
         c.dropped = ",".join(m for m in members if m not in c.submissions)
         self._emit()

@@ -4,7 +4,8 @@
   the submissions it has if there are at least min_clients (the missing members are recorded as
   dropped and rejoin at the next generation); aggregation closes with the aggregates it has if a
   quorum of them agree. Too few: the cluster fails (a sub-cluster's parent goes on at its own
-  deadline; the root failing ends the job).
+  deadline, or at once if every other member has submitted or failed; the root failing ends
+  the job).
 
   Preconditions: the call's generation is the cluster's; the cluster is training or aggregating
   with a deadline set.

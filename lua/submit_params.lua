@@ -2,8 +2,10 @@
   submit_params: a client submits its trained parameters and sample count (BUSY -> DONE).
 
   Preconditions: process stage TRAINING; the call's generation is the cluster's; the blob is
-  stored. When every member has submitted, the cluster's process stage becomes AGGREGATING.
-  Repeating the same submission is a no-op; a different one is refused.
+  stored. When every member has submitted, the cluster's process stage becomes AGGREGATING; when
+  only sub-clusters that failed this generation are missing, the round closes as at its deadline
+  (dropped, or the cluster fails under min_clients). Repeating the same submission is a no-op; a
+  different one is refused.
   KEYS[1] job        the cluster hash                 hierfl:{ROOT}:job:CLUSTER
   ARGV[1] cluster    the cluster job name
   ARGV[2] role       "client" | "worker"
@@ -13,7 +15,8 @@
   ARGV[6] samples    number of training samples (a positive integer, the FedAvg weight)
   Returns: the node's status
   Errors: UNKNOWN_CLUSTER, UNKNOWN_NODE, BAD_ARGUMENT, ILLEGAL_TRANSITION, STALE_GENERATION, MISSING_BLOB
-  Writes: the node's status; submissions; samples; client_stage; process_stage; events
+  Writes: the node's status; submissions; samples; client_stage; process_stage, deadline,
+          dropped, failure (and a failing cluster's consequences above it); events
 ]]
 --- @include "lib/check"
 --- @include "lib/cascade"

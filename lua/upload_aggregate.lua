@@ -18,8 +18,8 @@
   Returns: the node's status
   Errors: UNKNOWN_CLUSTER, UNKNOWN_NODE, BAD_ARGUMENT, ILLEGAL_TRANSITION, STALE_GENERATION, MISSING_BLOB
   Writes: the node's status; aggregates; worker_stage; epoch, samples, global, process_stage,
-          generation, round, deadline, attempt, failure of this cluster and those below or
-          above it; history, unscored; outcome; events; deletes the blobs the new generation retired
+          generation, round, deadline, attempt, dropped, failure of this cluster and those
+          below or above it; history, unscored; outcome; events; deletes the blobs the new generation retired
           (the old global, submissions and aggregates; see lib/retire)
 ]]
 --- @include "lib/check"

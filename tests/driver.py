@@ -9,7 +9,7 @@ from __future__ import annotations
 import redis
 
 from hierfl import keys
-from hierfl.jobtree import ClusterSpec, build_tree
+from hierfl.jobtree import ClusterSpec, Tolerance, build_tree
 from hierfl.protocol import ProcessStage
 from hierfl.store.blobs import BlobStore
 from hierfl.store.scripts import Scripts
@@ -37,7 +37,8 @@ class RecordingBlobs(BlobStore):
 class Driver:
     def __init__(self, client: redis.Redis, root: str = "demo", *, sub: list[int] | None = None,
                  clients: list[int] | None = None, workers: list[int] | None = None,
-                 cluster_epochs: list[int] | None = None, rounds: int = 2) -> None:
+                 cluster_epochs: list[int] | None = None, rounds: int = 2,
+                 tolerance: list[Tolerance] | None = None) -> None:
         sub = [2] if sub is None else sub
         depth = len(sub)
         self.client = client
@@ -48,6 +49,7 @@ class Driver:
             clients=clients or [0] * depth + [2],
             workers=workers or [2] * (depth + 1),
             cluster_epochs=cluster_epochs or [1] * (depth + 1),
+            tolerance=tolerance,
         )
         self.scripts = Scripts(client)
         self.blobs = RecordingBlobs(client, root)

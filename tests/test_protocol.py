@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 from driver import Driver
 
 from hierfl import keys
 from hierfl.errors import IllegalTransition, JobExists, ScriptError, StaleGeneration, UnknownJob
+from hierfl.jobtree import Tolerance
 from hierfl.protocol import ErrorCode, NodeStatus, Outcome, ProcessStage
 
 S = NodeStatus
@@ -189,6 +192,58 @@ def test_no_majority_reruns_aggregation_once_then_fails_the_job(r):
     assert top.outcome == Outcome.FAILED.value
     assert top.process_stage == ProcessStage.FINISHED
     assert "no 2 matching aggregates among the 2 uploaded in cluster demo" in top.fields["reason"]
+
+
+def _failing_second_sub_cluster(r) -> Driver:
+    """demo#1 (min_clients 2, a 1 ms deadline) gets one of its two submissions and fails at
+    its deadline; the root's own deadline is a minute away."""
+    d = Driver(r, sub=[2], clients=[0, 2], workers=[1, 1], rounds=2, tolerance=[
+        Tolerance(round_timeout_ms=60_000, min_clients=1),
+        Tolerance(round_timeout_ms=1, min_clients=2)])
+    d.setup()
+    gen = d.cluster("demo#1").generation
+    d.scripts.start_training("demo#1", "client", "c0", gen)
+    d.scripts.submit_params("demo#1", "client", "c0", gen, d.blobs.put(b"c0's"), 10)
+    time.sleep(0.002)
+    return d
+
+
+def test_a_parent_goes_on_at_once_when_only_failed_sub_clusters_are_missing(r):
+    d = _failing_second_sub_cluster(r)
+    d.train_cluster("demo#0")
+    d.aggregate_cluster("demo#0")
+    assert d.cluster("demo").process_stage == ProcessStage.TRAINING  # waiting for demo#1
+    assert d.scripts.close_round("demo#1", d.cluster("demo#1").generation) == 1
+    assert d.cluster("demo#1").fields["failure"] == (
+        "only 1 of 2 members submitted by the deadline (min_clients 2)")
+    top = d.cluster("demo")  # not at its deadline, a minute away: now
+    assert top.process_stage == ProcessStage.AGGREGATING and top.generation == 1
+    assert top.fields["dropped"] == "demo#1" and top.submitted == {"demo#0"}
+    ops = [e[1][b"op"] for e in r.xrange(keys.events("demo"))]
+    assert ops[-3:] == [b"cluster_failed", b"dropped", b"aggregation"]
+
+
+def test_a_parent_still_waits_for_members_that_have_not_failed(r):
+    d = _failing_second_sub_cluster(r)
+    d.scripts.close_round("demo#1", d.cluster("demo#1").generation)
+    top = d.cluster("demo")
+    assert top.process_stage == ProcessStage.TRAINING and top.fields["dropped"] == ""
+    assert top.deadline_ms is not None  # demo#0 may still submit before it
+    d.train_cluster("demo#0")
+    d.aggregate_cluster("demo#0")  # the last member that could: the parent goes on
+    assert d.cluster("demo").process_stage == ProcessStage.AGGREGATING
+
+
+def test_every_sub_cluster_failing_fails_the_root_before_its_deadline(r):
+    d = _failing_second_sub_cluster(r)
+    gen = d.cluster("demo#0").generation
+    time.sleep(0.002)
+    d.scripts.close_round("demo#0", gen)  # no submission at all: demo#0 fails too
+    d.scripts.close_round("demo#1", gen)
+    top = d.cluster("demo")
+    assert top.outcome == Outcome.FAILED.value and top.process_stage == ProcessStage.FINISHED
+    assert top.fields["reason"] == ("only 0 of 2 members submitted before the deadline, the "
+                                    "others having failed (min_clients 1)")
 
 
 # -- refusals: each names job, cluster, node, from and to, and changes nothing ---------------

@@ -141,14 +141,39 @@ local function start_aggregating(root, cluster)
   emit(root, cluster, nil, "aggregation", STAGE.TRAINING, STAGE.AGGREGATING)
 end
 
+local close_phase -- the cascade's closing and failing call each other
+-- How a round closed because only failed sub-clusters were missing ends a failure's reason.
+local EARLY = "before the deadline, the others having failed"
+
+-- Whether every member of `cluster` yet to submit in its current generation is a sub-cluster
+-- that failed in it: a failed sub-cluster rejoins only at its parent's next generation, so
+-- nothing more can come before the deadline.
+local function only_failed_missing(root, cluster)
+  local job = KEY.job(root, cluster)
+  if hget_int(job, F.PROCESS_STAGE) ~= STAGE.TRAINING then return false end
+  local generation = hget_int(job, F.GENERATION)
+  local failed = 0
+  for _, child in ipairs(children_of(root, cluster)) do
+    local child_job = KEY.job(root, child)
+    local failure = redis.call("HGET", child_job, F.FAILURE)
+    if failure and failure ~= "" and hget_int(child_job, F.PARENT_GEN) == generation then
+      failed = failed + 1
+    end
+  end
+  return failed > 0 and redis.call("HLEN", KEY.submissions(root, cluster)) + failed
+    == redis.call("HLEN", KEY.clients(root, cluster))
+end
+
 -- Records a member's parameters for this generation; when every member has submitted, the
--- cluster moves on to aggregation.
+-- cluster moves on to aggregation, and when all the others failed, it closes the round.
 local function record_submission(root, cluster, member, digest, samples)
   redis.call("HSET", KEY.submissions(root, cluster), member, digest)
   redis.call("HSET", KEY.samples(root, cluster), member, samples)
   local members = redis.call("HLEN", KEY.clients(root, cluster))
   if redis.call("HLEN", KEY.submissions(root, cluster)) == members then
     start_aggregating(root, cluster)
+  elseif only_failed_missing(root, cluster) then
+    close_phase(root, cluster, EARLY)
   end
 end
 
@@ -198,7 +223,8 @@ local function total_samples(root, cluster)
 end
 
 -- A sub-cluster that cannot deliver this round. The root failing ends the job; a sub-cluster's
--- parent goes on without it at its own deadline, and without one the job cannot go on.
+-- parent goes on without it at its own deadline, or at once when every other member has
+-- submitted or failed; without a deadline the job cannot go on.
 local function fail_cluster(root, cluster, reason)
   local job = KEY.job(root, cluster)
   local parent = redis.call("HGET", job, F.PARENT)
@@ -211,6 +237,8 @@ local function fail_cluster(root, cluster, reason)
   if hget_int(KEY.job(root, parent), F.ROUND_TIMEOUT) <= 0 then
     finish_tree(root, OUTCOME.FAILED, "cluster " .. cluster .. " failed (" .. reason
       .. ") and cluster " .. parent .. " has no round_timeout to go on without it")
+  elseif only_failed_missing(root, parent) then
+    close_phase(root, parent, EARLY)
   end
 end
 
@@ -277,9 +305,10 @@ local function conclude(root, cluster, at_deadline)
   sweep_retired(root)
 end
 
--- At a passed deadline: training closes with the submissions it has (if enough), aggregation
--- with the aggregates it has (if a quorum agrees).
-local function close_phase(root, cluster)
+-- At a passed deadline (or once only failed sub-clusters are missing): training closes with
+-- the submissions it has (if enough), aggregation with the aggregates it has (if a quorum
+-- agrees). `when` ends a failure's reason.
+close_phase = function(root, cluster, when)
   local job = KEY.job(root, cluster)
   if hget_int(job, F.PROCESS_STAGE) == STAGE.AGGREGATING then
     conclude(root, cluster, true)
@@ -291,7 +320,7 @@ local function close_phase(root, cluster)
   if needed <= 0 or needed > #members then needed = #members end
   if submitted < needed or submitted == 0 then
     fail_cluster(root, cluster, "only " .. submitted .. " of " .. #members
-      .. " members submitted by the deadline (min_clients " .. needed .. ")")
+      .. " members submitted " .. (when or "by the deadline") .. " (min_clients " .. needed .. ")")
     return
   end
   table.sort(members)

@@ -133,8 +133,8 @@ class JobModel:
             return status
         if offered:
             self._check_blob(offered)
-        elif role == "worker" and self.candidate is None:
-            raise Refusal(ErrorCode.BAD_ARGUMENT, "a worker must offer a candidate")
+        elif role == "worker" and cluster == self.root and self.candidate is None:
+            raise Refusal(ErrorCode.BAD_ARGUMENT, "a root worker must offer a candidate")
         if offered and self.candidate is None:
             self.candidate = offered
         elif offered and offered != self.candidate:

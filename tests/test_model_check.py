@@ -205,7 +205,9 @@ class ProtocolMachine(RuleBasedStateMachine):
             member = pending[0] if pending else "c0"
             return Op(name, cluster, role, node, (gen, member, f"bad params from {member}"))
         if name == "ack_dataset":
-            offer = self.fresh() if role == "worker" and self.model.candidate is None else ""
+            # A root worker must offer while none is kept; a sub-cluster's worker may.
+            offer = (self.fresh() if role == "worker" and self.model.candidate is None
+                     and (cluster == ROOT or odd) else "")
             return Op(name, cluster, role, node, (offer,))
         if name in ("start_training", "start_aggregation"):
             return Op(name, cluster, role, node, (gen,))

@@ -83,15 +83,30 @@ def test_first_worker_candidate_is_kept_and_later_ones_deleted(r):
     assert not r.exists(keys.blob("demo", second))
 
 
-def test_worker_without_candidate_is_refused_before_one_is_kept(r):
+def test_root_worker_without_candidate_is_refused_before_one_is_kept(r):
     d = Driver(r, sub=[])
     d.deploy()
     d.ack_all_jobsheets()
     before = d.dump()
-    with pytest.raises(ScriptError, match="a worker must offer a candidate") as info:
+    with pytest.raises(ScriptError, match="a root worker must offer a candidate") as info:
         d.scripts.ack_dataset("demo", "worker", "w0", "")
     assert info.value.code == ErrorCode.BAD_ARGUMENT
     assert d.dump() == before
+
+
+def test_sub_cluster_workers_need_not_offer_a_candidate(r):
+    # They never build a model (so their processes never load torch); the root's workers do.
+    d = Driver(r, sub=[2])
+    d.deploy()
+    d.ack_all_jobsheets()
+    for cluster, role, node in d.nodes():
+        if cluster != "demo":
+            assert d.scripts.ack_dataset(cluster, role, node, "") == S.DATASET_ACKED
+    assert r.hget(keys.job("demo"), "candidate") is None
+    offered = d.blobs.put(b"initial parameters")
+    d.scripts.ack_dataset("demo", "worker", "w0", offered)
+    d.scripts.ack_dataset("demo", "worker", "w1", "")
+    assert d.cluster("demo#1").global_digest == offered and d.cluster("demo").round == 1
 
 
 def test_one_round_two_levels_moves_every_stage(r):

@@ -81,9 +81,7 @@ def node(
     client, url = open_redis(redis_url, job=job or (cluster or "").split("#")[0] or None)
 
     from hierfl.node.claim import claim_slot
-    from hierfl.node.client import ClientNode
     from hierfl.node.runtime import NodeStopped, stop_on_signals
-    from hierfl.node.worker import WorkerNode
 
     log = logging.getLogger("hierfl.node")
     slot = None
@@ -93,11 +91,14 @@ def node(
                               timeout=wait)
             out.print(f"{role.value} {slot.node} joined {slot.cluster}")
             options = {"url": url, "reconnect_timeout": reconnect_timeout}
-            runtime = (
-                ClientNode(client, slot, data=data, **options)
-                if role == Role.CLIENT
-                else WorkerNode(client, slot, **options)
-            )
+            if role == Role.CLIENT:
+                from hierfl.node.client import ClientNode  # torch, to train
+
+                runtime = ClientNode(client, slot, data=data, **options)
+            else:  # a sub-cluster's worker never loads torch (root workers do, to score)
+                from hierfl.node.worker import WorkerNode
+
+                runtime = WorkerNode(client, slot, **options)
             code = runtime.run()  # handles a stop itself once it runs
         except NodeStopped as stop:
             if slot is None:

@@ -43,7 +43,6 @@ from hierfl.errors import (
 )
 from hierfl.learning import params as P
 from hierfl.learning.data import decode_share
-from hierfl.learning.models import build_model
 from hierfl.node.machine import NodeMachine
 from hierfl.protocol import NodeStatus, Outcome, ProcessStage, Role
 from hierfl.sheet import JobSheet
@@ -415,6 +414,7 @@ class NodeRuntime:
         return status
 
     def new_model(self, seed_labels: tuple[object, ...]):
+        from hierfl.learning.models import build_model  # torch: only nodes that build a model
         from hierfl.learning.training import derive_seed
 
         sheet = self.sheet

@@ -16,7 +16,6 @@ from hierfl.errors import (
 )
 from hierfl.learning import params as P
 from hierfl.learning.aggregation import aggregate
-from hierfl.learning.evaluation import evaluate
 from hierfl.node.runtime import NodeRuntime, Slot
 from hierfl.protocol import ErrorCode, Field, ProcessStage, Role, evaluated
 from hierfl.store.state import ClusterState, read_unscored
@@ -43,10 +42,13 @@ class WorkerNode(NodeRuntime):
                 self.slot.root)))
 
     def initial_candidate(self) -> str:
-        if self.client.hexists(keys.job(self.slot.root), Field.CANDIDATE.value):
+        # Only the root's workers offer: a sub-cluster's worker never builds a model, so its
+        # process never loads torch.
+        if not self.is_root or self.client.hexists(keys.job(self.slot.root),
+                                                   Field.CANDIDATE.value):
             return ""
-        # Every worker draws the same initial model from the job's seed, so whichever offer is
-        # kept, a job's run is reproducible down to the final digest.
+        # Every root worker draws the same initial model from the job's seed, so whichever
+        # offer is kept, a job's run is reproducible down to the final digest.
         model = self.new_model(("init",))
         return self.blobs.put(P.to_bytes(P.from_model(model)))
 
@@ -228,6 +230,8 @@ class WorkerNode(NodeRuntime):
                 if r < latest or self._peers[r % len(self._peers)] == self.slot.node}
 
     def _score_rounds(self, state: ClusterState, everyone: bool = False) -> None:
+        from hierfl.learning.evaluation import evaluate  # torch: root workers only
+
         for round_, digest in sorted(self._unscored_rounds(state, everyone).items()):
             model = self.new_model(("eval",))
             try:

@@ -164,6 +164,27 @@ def test_nodes_taking_turns_run_at_most_n_at_once():
     assert most[0] == 2 and active[0] == 0
 
 
+def test_an_urgent_node_goes_before_the_others_waiting_for_a_turn():
+    # A root worker's score of a round must not queue behind the next round's training.
+    turns, order, queued = Turns(1), [], threading.Semaphore(0)
+
+    def node(name: str, urgent: bool) -> None:
+        queued.release()
+        with turns.turn(urgent=urgent):
+            order.append(name)
+
+    with turns.turn():  # the only turn is taken while they line up
+        threads = [threading.Thread(target=node, args=(f"client {i}", False)) for i in range(3)]
+        threads.append(threading.Thread(target=node, args=("worker", True)))
+        for t in threads:
+            t.start()
+            assert queued.acquire(timeout=5)
+        time.sleep(0.2)  # let each of them block on its turn
+    for t in threads:
+        t.join(timeout=10)
+    assert order[0] == "worker" and sorted(order[1:]) == ["client 0", "client 1", "client 2"]
+
+
 def test_a_node_waiting_for_a_notification_gives_its_turn_to_the_node_that_sends_it(r):
     d = Driver(r, sub=[], clients=[1], workers=[1])
     d.deploy()
@@ -179,9 +200,9 @@ def test_a_node_waiting_for_a_notification_gives_its_turn_to_the_node_that_sends
         waiting.start()
         time.sleep(0.2)  # let it take the only turn and block on its waiter
         # The only turn is free again: the waiting node gave it back while it waits.
-        assert turns._free.acquire(timeout=5), "the waiting node kept its turn"
-        d.ack_all_jobsheets()
-        turns._free.release()
+        assert turns.running == 0, "the waiting node kept its turn"
+        with turns.turn():  # ... so this node can take it and send the notification
+            d.ack_all_jobsheets()
         waiting.join(timeout=10)
     assert woke == [True]
     with pytest.raises(ValueError, match="at least 1"):

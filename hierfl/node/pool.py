@@ -99,7 +99,7 @@ class NodePool:
 
     def _run(self, slot: Slot, runtime: NodeRuntime) -> None:
         try:
-            with self.turns.turn():
+            with self.turns.turn(urgent=slot.role == Role.WORKER):
                 self.exit_codes[slot] = runtime.run()
         except BaseException as exc:  # reported by `wait`, not lost with the thread
             self.errors[slot] = exc

@@ -59,38 +59,85 @@ class Turns:
     computes while another waits for Redis) and the others stay asleep until it is theirs.
     A node holds its turn for its whole run (`turn`) except while it blocks on a notification,
     a read another node is making for it, or a reconnection backoff (`given_back`).
+
+    An urgent node (a worker: its aggregating and scoring are short and the round, or its
+    metric, waits for them) goes before every waiting node that is not: a root worker's score
+    of round N no longer queues behind the training of round N+1. A freed turn wakes one
+    waiter, never all of them.
     """
 
     def __init__(self, n: int) -> None:
         if n < 1:
             raise ValueError(f"nodes running at once must be at least 1, got {n}")
         self.n = n
-        self._free = threading.Semaphore(n)
-        self._held = threading.local()
+        self._lock = threading.Lock()
+        self._urgent = threading.Condition(self._lock)
+        self._others = threading.Condition(self._lock)
+        self._running = 0
+        self._urgent_waiting = 0
+        self._held = threading.local()  # None, or the turn's urgency while the thread holds it
+
+    @property
+    def running(self) -> int:
+        """Nodes holding a turn now."""
+        with self._lock:
+            return self._running
 
     @contextlib.contextmanager
-    def turn(self) -> Iterator[None]:
-        self._free.acquire()
-        self._held.value = True
+    def turn(self, urgent: bool = False) -> Iterator[None]:
+        self._acquire(urgent)
+        self._held.value = urgent
         try:
             yield
         finally:
-            self._held.value = False
-            self._free.release()
+            self._held.value = None
+            self._release()
 
     @contextlib.contextmanager
     def given_back(self) -> Iterator[None]:
         """Inside, the calling thread's turn (if it holds one) is free for another node."""
-        if not getattr(self._held, "value", False):
+        urgent = getattr(self._held, "value", None)
+        if urgent is None:
             yield
             return
-        self._held.value = False
-        self._free.release()
+        self._held.value = None
+        self._release()
         try:
             yield
         finally:
-            self._free.acquire()
-            self._held.value = True
+            self._acquire(urgent)
+            self._held.value = urgent
+
+    def _acquire(self, urgent: bool) -> None:
+        with self._lock:
+            if urgent:
+                self._urgent_waiting += 1
+                try:
+                    while self._running >= self.n:
+                        self._urgent.wait()
+                finally:
+                    self._urgent_waiting -= 1
+            else:
+                while self._running >= self.n or self._urgent_waiting:
+                    self._others.wait()
+            self._running += 1
+            self._wake_next()  # a turn still free goes on to the next in line
+
+    def _release(self) -> None:
+        with self._lock:
+            self._running -= 1
+            self._wake_next()
+
+    def _wake_next(self) -> None:
+        """(Lock held.) Wake as many waiters as there are free turns, urgent ones first; one
+        woken to find its turn taken waits again, so none is lost."""
+        free = self.n - self._running
+        if free <= 0:
+            return
+        if self._urgent_waiting:
+            self._urgent.notify(min(free, self._urgent_waiting))
+        else:
+            self._others.notify(free)
 
     def sleep(self, seconds: float) -> None:
         with self.given_back():

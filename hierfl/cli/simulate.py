@@ -46,8 +46,8 @@ EXIT_TIMEOUT = 60.0
 
 ConcurrencyOption = Annotated[
     int | None, typer.Option(min=1, help="Nodes of a process that run at once (training, "
-                                  "aggregating, calling Redis); a node waiting for a "
-                                  "notification does not count. Default: one per core.")
+                                         "aggregating, calling Redis); a node waiting for a "
+                                         "notification does not count. Default: one per core.")
 ]
 ProcessesOption = Annotated[
     int, typer.Option(min=1, help="Spread the nodes over this many child processes to use "

@@ -56,7 +56,7 @@ def free_ports(count: int) -> list[int]:
     """`count` loopback ports that, with their cluster bus ports (+10000), are free now and lie
     below the kernel's ephemeral range: an outgoing connection's source port, which any process
     may take at any moment, can then never be the one a node is about to bind."""
-    low, _ = _ephemeral_range()
+    low = _ephemeral_low()
     candidates = range(FIRST_PORT, low - BUS_OFFSET)
     if len(candidates) < 10 * count:  # an odd ephemeral range: let the kernel choose
         return _kernel_chosen_ports(count)
@@ -70,12 +70,12 @@ def free_ports(count: int) -> list[int]:
                            f"between {FIRST_PORT} and {low}")
 
 
-def _ephemeral_range() -> tuple[int, int]:
+def _ephemeral_low() -> int:
+    """The first port of the kernel's ephemeral range."""
     try:
-        low, high = map(int, EPHEMERAL_RANGE.read_text().split())
-    except (OSError, ValueError):  # no /proc (macOS): both defaults lie above 32767
-        return 32768, 60999
-    return low, high
+        return int(EPHEMERAL_RANGE.read_text().split()[0])
+    except (OSError, ValueError, IndexError):  # no /proc (macOS): its range starts higher
+        return 32768
 
 
 def _kernel_chosen_ports(count: int) -> list[int]:

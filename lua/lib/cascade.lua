@@ -149,11 +149,13 @@ local EARLY = "before the deadline, the others having failed"
 -- that failed in it: a failed sub-cluster rejoins only at its parent's next generation, so
 -- nothing more can come before the deadline.
 local function only_failed_missing(root, cluster)
+  local children = children_of(root, cluster)
+  if #children == 0 then return false end -- a leaf cluster's (every submission's) quick answer
   local job = KEY.job(root, cluster)
   if hget_int(job, F.PROCESS_STAGE) ~= STAGE.TRAINING then return false end
   local generation = hget_int(job, F.GENERATION)
   local failed = 0
-  for _, child in ipairs(children_of(root, cluster)) do
+  for _, child in ipairs(children) do
     local child_job = KEY.job(root, child)
     local failure = redis.call("HGET", child_job, F.FAILURE)
     if failure and failure ~= "" and hget_int(child_job, F.PARENT_GEN) == generation then
